@@ -1,0 +1,47 @@
+"""fastnet's hand-written Numba kernels.
+
+Every kernel is a plain ``@njit`` function: explicit loops over preallocated,
+C-contiguous arrays, no allocation, no BLAS call, no Python object, ``None``
+returned. Arguments come outputs first, then inputs, then scalars; a gradient
+carries a ``d`` prefix. Each docstring says whether a kernel *overwrites* its
+outputs or *accumulates* into them. They can be called from Python or from
+your own ``@njit`` code (see ``docs/kernels.md``).
+
+Shape legend used in every kernel's shape comment:
+
+    B  batch: samples, one per row
+    D  inputs of a layer (784 for an MNIST image)
+    H  outputs of a layer (hidden units)
+    K  classes (10)
+    N  samples in a whole data set
+    P  parameters in a flat buffer
+
+Weights are stored ``(D, H)`` -- inputs by outputs, the transpose of the
+``W`` in ``Z = W X + b`` -- so that every inner loop runs along a row of the
+weights in memory order and a zero input (81% of MNIST's pixels, about half
+of the ReLU outputs) skips a whole row of work.
+
+float32 and float64 arrays both work; within one call all floating-point
+arrays must share one dtype. Labels may be any integer dtype and must lie in
+``0..K-1``: kernels do not check bounds (``fastnet.data`` validates labels
+when it loads them).
+"""
+from .activation import relu_backward, relu_forward
+from .batch import gather_batch
+from .linear import linear_backward, linear_backward_params, linear_forward
+from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .optim import adam_update, momentum_update, sgd_update
+
+__all__ = [
+    "linear_forward",
+    "linear_backward",
+    "linear_backward_params",
+    "relu_forward",
+    "relu_backward",
+    "softmax_cross_entropy_forward",
+    "softmax_cross_entropy_backward",
+    "sgd_update",
+    "momentum_update",
+    "adam_update",
+    "gather_batch",
+]

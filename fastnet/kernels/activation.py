@@ -1,0 +1,33 @@
+"""The ReLU activation."""
+from numba import prange
+
+from .._jit import jit
+
+
+@jit(parallel=True)
+def relu_forward(out, inp):
+    """Overwrite ``out`` with ``max(inp, 0)``; ``out`` may be ``inp`` itself.
+
+    A NaN input stays NaN, so a guard downstream can see it.
+    """
+    # inp (B, H), out (B, H)
+    B, H = inp.shape
+    zero = out.dtype.type(0)
+    for b in prange(B):
+        for h in range(H):
+            x = inp[b, h]
+            out[b, h] = x if not x <= zero else zero
+
+
+@jit(parallel=True)
+def relu_backward(dinp, dout, out):
+    """Overwrite ``dinp`` with ``dout * (out > 0)``; ``dinp`` may be ``dout`` itself.
+
+    ``out`` is the ReLU's output: ``out > 0`` exactly where its input was.
+    """
+    # dout (B, H), out (B, H), dinp (B, H)
+    B, H = out.shape
+    zero = dinp.dtype.type(0)
+    for b in prange(B):
+        for h in range(H):
+            dinp[b, h] = dout[b, h] if out[b, h] > zero else zero

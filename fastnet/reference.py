@@ -1,0 +1,198 @@
+"""The same math as :mod:`fastnet.kernels`, in plain NumPy.
+
+This module is the readable statement of what the kernels compute. Every
+kernel has a twin here with the same name, the same arguments in the same
+order, and the same contract (it fills its output arrays in place and
+returns ``None``), so the tests can compare each pair and the training loop
+can run on either (``fastnet-train --engine numpy``).
+
+A batch holds one sample per row. With ``X`` of shape ``(B, D)`` and a weight
+of shape ``(D, H)`` (inputs by outputs), a layer computes ``Z = X W + b``:
+the transpose of the textbook ``Z = W X + b`` with samples as columns,
+which :func:`classic_gradient_descent` writes out literally.
+"""
+import numpy as np
+
+
+# --- the fully connected layer -------------------------------------------------
+
+
+def linear_forward(out, inp, weight, bias):
+    """``out = inp @ weight + bias``: each output unit is a weighted sum of the inputs plus a bias."""
+    # inp (B, D), weight (D, H), bias (H,), out (B, H)
+    np.matmul(inp, weight, out=out)
+    out += bias
+
+
+def linear_backward_params(dweight, dbias, dout, inp):
+    """The parameter gradients of a linear layer, given ``dout = dLoss/dout``.
+
+    Because ``out[b, h] = sum_d inp[b, d] * weight[d, h] + bias[h]``, each
+    weight's gradient sums ``inp[b, d] * dout[b, h]`` over the batch, and each
+    bias's gradient sums ``dout[b, h]``.
+    """
+    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,)
+    np.matmul(inp.T, dout, out=dweight)
+    np.sum(dout, axis=0, out=dbias)
+
+
+def linear_backward(dinp, dweight, dbias, dout, inp, weight):
+    """All three gradients of a linear layer; ``dinp = dout @ weight.T`` passes the error back."""
+    # dout (B, H), inp (B, D), weight (D, H), dinp (B, D), dweight (D, H), dbias (H,)
+    linear_backward_params(dweight, dbias, dout, inp)
+    np.matmul(dout, weight.T, out=dinp)
+
+
+# --- the ReLU activation --------------------------------------------------------
+
+
+def relu_forward(out, inp):
+    """``out = max(inp, 0)``, element by element (NaN stays NaN)."""
+    # inp (B, H), out (B, H)
+    np.maximum(inp, 0, out=out)
+
+
+def relu_backward(dinp, dout, out):
+    """``dinp = dout * relu'(z)``, where ``relu'(z)`` is 1 where the output is positive and 0 elsewhere."""
+    # dout (B, H), out (B, H), dinp (B, H)
+    np.multiply(dout, out > 0, out=dinp)
+
+
+# --- softmax and cross-entropy --------------------------------------------------
+
+
+def softmax_cross_entropy_forward(probs, losses, logits, labels):
+    """``probs = softmax(logits)`` row by row, and ``losses[b] = -log probs[b, labels[b]]``.
+
+    Subtracting each row's maximum first changes nothing mathematically but
+    keeps ``exp`` from overflowing.
+    """
+    # logits (B, K), labels (B,), probs (B, K), losses (B,)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    total = exp.sum(axis=1)
+    np.divide(exp, total[:, None], out=probs)
+    rows = np.arange(len(labels))
+    losses[:] = np.log(total) - shifted[rows, labels]
+
+
+def softmax_cross_entropy_backward(dlogits, probs, labels):
+    """The gradient of the *mean* loss over the batch: ``(probs - Y) / B``, with ``Y`` one-hot labels."""
+    # probs (B, K), labels (B,), dlogits (B, K)
+    B = probs.shape[0]
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(B), labels] = 1
+    np.divide(probs - onehot, probs.dtype.type(B), out=dlogits)
+
+
+# --- update rules ---------------------------------------------------------------
+
+
+def sgd_update(param, grad, lr, weight_decay):
+    """``param <- param - lr * (grad + weight_decay * param)``."""
+    # param (P,), grad (P,)
+    t = param.dtype.type
+    param -= t(lr) * (grad + t(weight_decay) * param)
+
+
+def momentum_update(param, velocity, grad, lr, momentum, weight_decay, nesterov):
+    """Momentum: ``velocity <- momentum * velocity + g``; step along ``velocity``,
+    or for Nesterov along ``g + momentum * velocity``."""
+    # param (P,), velocity (P,), grad (P,)
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param
+    velocity *= t(momentum)
+    velocity += g
+    step = g + t(momentum) * velocity if nesterov else velocity
+    param -= t(lr) * step
+
+
+def adam_update(param, m, v, grad, lr, beta1, beta2, eps, weight_decay, step):
+    """Adam: running means of the gradient (``m``) and of its square (``v``),
+    corrected for their start at zero, set the step of each parameter."""
+    # param (P,), m (P,), v (P,), grad (P,)
+    t = param.dtype.type
+    g = grad + t(weight_decay) * param
+    m *= t(beta1)
+    m += t(1 - beta1) * g
+    v *= t(beta2)
+    v += t(1 - beta2) * g * g
+    m_hat = m / t(1 - beta1**step)
+    v_hat = v / t(1 - beta2**step)
+    param -= t(lr) * m_hat / (np.sqrt(v_hat) + t(eps))
+
+
+# --- batches --------------------------------------------------------------------
+
+
+def gather_batch(x, y, images, labels, order, start, scale):
+    """Copy samples ``order[start:start+B]`` into ``x`` (as floats times ``scale``) and ``y``."""
+    # images (N, D), labels (N,), order (N,), x (B, D), y (B,)
+    rows = order[start:start + x.shape[0]]
+    np.multiply(images[rows], x.dtype.type(scale), out=x)
+    y[:] = labels[rows]
+
+
+# --- the classic full-batch algorithm -------------------------------------------
+
+
+def classic_gradient_descent(X, labels, X_test, labels_test, *, hidden=10, iterations=500,
+                             lr=0.1, init="uniform", seed=0, callback=None):
+    """Train a 784-``hidden``-10 network exactly as the textbook formulas state it.
+
+    Samples are columns: ``X`` is ``(D, m)`` with pixels in ``[0, 1]``. Every
+    iteration uses the whole training set::
+
+        Z1 = W1 X + b1      A1 = relu(Z1)      Z2 = W2 A1 + b2      A2 = softmax(Z2)
+        dZ2 = A2 - Y        dW2 = dZ2 A1^T / m                     db2 = sum(dZ2) / m
+        dZ1 = W2^T dZ2 * relu'(Z1)   dW1 = dZ1 X^T / m             db1 = sum(dZ1) / m
+        W <- W - lr * dW    b <- b - lr * db
+
+    ``init="uniform"`` draws every weight and bias from U(-0.5, 0.5);
+    ``init="normal"`` draws weights from N(0, 0.01^2)... scaled small and zero
+    biases. Returns ``(params, test_accuracy)`` with ``params`` a dict of
+    ``W1, b1, W2, b2``. ``callback(iteration, accuracy_on_train)`` is called
+    every 10 iterations when given.
+    """
+    rng = np.random.default_rng(seed)
+    D, m = X.shape
+    K = 10
+    if init == "uniform":
+        W1 = rng.uniform(-0.5, 0.5, (hidden, D))
+        b1 = rng.uniform(-0.5, 0.5, (hidden, 1))
+        W2 = rng.uniform(-0.5, 0.5, (K, hidden))
+        b2 = rng.uniform(-0.5, 0.5, (K, 1))
+    elif init == "normal":
+        W1 = rng.normal(0, 0.01, (hidden, D))
+        b1 = np.zeros((hidden, 1))
+        W2 = rng.normal(0, 0.01, (K, hidden))
+        b2 = np.zeros((K, 1))
+    else:
+        raise ValueError(f"init: expected 'uniform' or 'normal', got {init!r}")
+    Y = np.zeros((K, m))
+    Y[labels, np.arange(m)] = 1
+
+    def forward(X):
+        Z1 = W1 @ X + b1
+        A1 = np.maximum(Z1, 0)
+        Z2 = W2 @ A1 + b2
+        E = np.exp(Z2 - Z2.max(axis=0))
+        return Z1, A1, E / E.sum(axis=0)
+
+    for it in range(1, iterations + 1):
+        Z1, A1, A2 = forward(X)
+        dZ2 = A2 - Y
+        dW2 = dZ2 @ A1.T / m
+        db2 = dZ2.sum(axis=1, keepdims=True) / m
+        dZ1 = (W2.T @ dZ2) * (Z1 > 0)
+        dW1 = dZ1 @ X.T / m
+        db1 = dZ1.sum(axis=1, keepdims=True) / m
+        W1 -= lr * dW1
+        b1 -= lr * db1
+        W2 -= lr * dW2
+        b2 -= lr * db2
+        if callback is not None and it % 10 == 0:
+            callback(it, float(np.mean(A2.argmax(axis=0) == labels)))
+
+    test_accuracy = float(np.mean(forward(X_test)[2].argmax(axis=0) == labels_test))
+    return {"W1": W1, "b1": b1, "W2": W2, "b2": b2}, test_accuracy
