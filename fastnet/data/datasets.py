@@ -1,0 +1,454 @@
+"""MNIST, Fashion-MNIST and KMNIST: find them on disk, or download and verify them.
+
+:func:`load_dataset` looks for the four IDX files of a data set in, in order:
+
+1. the ``data_dir`` argument (``fastnet-train --data DIR``): if given, the
+   files must be there; no other folder is tried;
+2. ``$FASTNET_DATA/<name>``;
+3. the user cache folder, ``~/.cache/fastnet/<name>`` on Linux;
+4. ``/usr/share/datasets/<name>`` (Debian's ``dataset-fashion-mnist``).
+
+Each file may be gzip-compressed or not, under the distribution's name
+(``train-images-idx3-ubyte``) or the common variant with a dot
+(``train-images.idx3-ubyte``). If no folder holds all four, the missing files
+are downloaded into the cache folder from the mirrors in :data:`DATASETS`.
+Every download is written to a temporary file beside its destination, checked
+against its checksum, and only then renamed into place; a file that fails the
+check is deleted and the next mirror is tried. ``offline=True`` or
+``FASTNET_OFFLINE=1`` forbids downloading, and ``FASTNET_MIRRORS`` (or the
+``mirrors`` argument) replaces the mirror list, e.g. for a local server.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from fastnet.data.idx import IdxFormatError, _gunzip_pieces, read_idx
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DatasetSpec",
+    "FileSpec",
+    "load_dataset",
+]
+
+#: The four files of a data set, in the order of :class:`Dataset`'s fields.
+ROLES = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """One file of a data set and how to recognise a good copy.
+
+    ``name`` is the distribution's file name without ``.gz``; mirrors serve
+    ``name + ".gz"``. ``sha256`` is the SHA-256 of the decompressed IDX bytes
+    (it does not depend on how the file was compressed), ``gz_md5`` the MD5 of
+    the ``.gz`` file as its publisher distributes it. A download is accepted
+    if it matches ``sha256`` or, when that is unknown, ``gz_md5``.
+    """
+
+    name: str
+    sha256: str | None
+    gz_md5: str | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A data set: its files (train images, train labels, test images, test labels) and mirrors."""
+
+    files: tuple[FileSpec, FileSpec, FileSpec, FileSpec]
+    mirrors: tuple[str, ...]
+    image_shape: tuple[int, int] = (28, 28)
+    n_classes: int = 10
+
+
+def _files(*specs) -> tuple:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    return tuple(FileSpec(name, *spec) for name, spec in zip(names, specs))
+
+
+#: Every known file of every data set: name, checksums, mirrors to try in order.
+DATASETS: dict[str, DatasetSpec] = {
+    # SHA-256 of the decompressed files: ../shared/data/mnist/SHA256SUMS.raw.
+    # MD5s of the .gz files: as published with the original distribution.
+    "mnist": DatasetSpec(
+        files=_files(
+            ("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+             "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            ("65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+             "d53e105ee54ea40749a09fcbcd1e9432"),
+            ("0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+             "9fb629c4189551a2d022fa330f9573f3"),
+            ("ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+             "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+    ),
+    # SHA-256 of the decompressed files, computed on Debian's
+    # dataset-fashion-mnist 0.0~git20200523.55506a9-1 (/usr/share/datasets).
+    # Debian recompressed the .gz files, so their MD5s are not the published
+    # ones; the published .gz MD5s are not needed with the raw SHA-256 known.
+    "fashion-mnist": DatasetSpec(
+        files=_files(
+            ("c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",),
+            ("bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",),
+            ("5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",),
+            ("0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",),
+        ),
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    ),
+    # The raw SHA-256s are unknown (the files could not be fetched where this
+    # table was written); the .gz MD5s are the ones published by the KMNIST
+    # authors (github.com/rois-codh/kmnist) and used by torchvision.
+    "kmnist": DatasetSpec(
+        files=_files(
+            (None, "bdb82020997e1d708af4cf47b453dcf7"),
+            (None, "e144d726b3acfaa3e44228e80efcd344"),
+            (None, "5c965bf0a639b31b8f53240b1b52f4d7"),
+            (None, "7320c461ea6c1c855c0b718fb2a4b134"),
+        ),
+        mirrors=("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+    ),
+}
+
+#: System-wide folders searched last, each holding ``<name>/``.
+SYSTEM_DATA_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
+
+
+class Dataset(NamedTuple):
+    """The four arrays of an image-classification data set (uint8)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+class DatasetError(ValueError):
+    """The files of a data set were read but do not fit together (counts, labels, shapes)."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No folder holds the data set and it could not be downloaded."""
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache folder, ``~/.cache/fastnet`` on Linux (platformdirs)."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("fastnet"))
+
+
+def _candidates(name: str) -> tuple[str, ...]:
+    """File names accepted for distribution name ``name``, preferred first."""
+    dotted = name.replace("-idx", ".idx", 1)
+    return (name + ".gz", name, dotted + ".gz", dotted)
+
+
+def _find_file(folder: Path, spec: FileSpec) -> Path | None:
+    for candidate in _candidates(spec.name):
+        path = folder / candidate
+        if path.is_file():
+            return path
+    return None
+
+
+def _find_all(folder: Path, dspec: DatasetSpec) -> tuple[list[Path | None], list[str]]:
+    """The paths of the data set's files in ``folder`` (None where missing) and the missing names."""
+    paths = [_find_file(folder, spec) for spec in dspec.files]
+    missing = [spec.name for spec, path in zip(dspec.files, paths) if path is None]
+    return paths, missing
+
+
+def _mirror_list(dataset: str, mirrors: Sequence[str] | str | None, dspec: DatasetSpec) -> list[str]:
+    """The base URLs to try, each ending in ``/``; ``{name}`` is replaced by the data set's name."""
+    if mirrors is None:
+        env = os.environ.get("FASTNET_MIRRORS", "").strip()
+        mirrors = env if env else dspec.mirrors
+    if isinstance(mirrors, str):
+        mirrors = mirrors.replace(",", " ").split()
+    out = []
+    for url in mirrors:
+        url = url.replace("{name}", dataset)
+        out.append(url if url.endswith("/") else url + "/")
+    return out
+
+
+def _checksum_of(path: Path, spec: FileSpec, *, use_md5: bool = True) -> tuple[str, str, str] | None:
+    """(kind, expected, found) for the strongest checksum the table knows, or None if none.
+
+    The MD5 of the ``.gz`` only identifies the publisher's own compressed file,
+    so it is used (``use_md5``) for downloads, not for copies found on disk,
+    which may have been recompressed or decompressed.
+    """
+    if spec.sha256 is not None:
+        data = path.read_bytes()
+        digest = hashlib.sha256()
+        if data[:2] == b"\x1f\x8b":
+            for piece in _gunzip_pieces(data, str(path)):
+                digest.update(piece)
+        else:
+            digest.update(data)
+        return "SHA-256 of the decompressed file", spec.sha256, digest.hexdigest()
+    if spec.gz_md5 is not None and use_md5:
+        found = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+        return "MD5 of the .gz file", spec.gz_md5, found
+    return None
+
+
+def _download(url: str, dest: Path, *, label: str, timeout: float, progress: bool) -> None:
+    """Fetch ``url`` into the file ``dest`` (which the caller owns and cleans up)."""
+    from tqdm.auto import tqdm
+
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
+        total = response.headers.get("Content-Length")
+        with tqdm(total=int(total) if total and total.isdigit() else None, unit="B",
+                  unit_scale=True, unit_divisor=1024, desc=label,
+                  disable=not progress, leave=False) as bar:
+            while True:
+                block = response.read(1 << 16)
+                if not block:
+                    break
+                out.write(block)
+                bar.update(len(block))
+        if total and total.isdigit() and out.tell() != int(total):
+            raise OSError(f"connection closed after {out.tell()} of {total} bytes")
+
+
+def _fetch_verified(spec: FileSpec, urls: list[str], folder: Path, *, timeout: float,
+                    progress: bool, allow_unverified: bool, attempts: list[str]) -> Path | None:
+    """Download ``spec`` from the first mirror that serves a good copy; None if none does.
+
+    Each try goes to a temporary file in ``folder`` that is renamed to
+    ``spec.name + ".gz"`` only after its checksum matched; every failure is
+    appended to ``attempts`` as ``"url: reason"``.
+    """
+    target = folder / (spec.name + ".gz")
+    for base in urls:
+        url = base + target.name
+        fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            try:
+                _download(url, tmp, label=target.name, timeout=timeout, progress=progress)
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
+                reason = getattr(exc, "reason", None) or exc
+                attempts.append(f"{url}: download failed ({reason})")
+                continue
+            try:
+                check = _checksum_of(tmp, spec)
+            except IdxFormatError as exc:
+                attempts.append(f"{url}: not a valid gzip file ({exc})")
+                continue
+            if check is None:
+                if not allow_unverified:
+                    attempts.append(
+                        f"{url}: downloaded, but fastnet knows no checksum for {spec.name}, "
+                        "so it was not kept (pass allow_unverified=True to keep it anyway)"
+                    )
+                    continue
+                warnings.warn(f"keeping {target} unverified: no checksum is known for it",
+                              stacklevel=4)
+            else:
+                kind, expected, found = check
+                if found != expected:
+                    attempts.append(f"{url}: checksum mismatch ({kind}: expected {expected}, found {found})")
+                    continue
+            os.replace(tmp, target)
+            return target
+        finally:
+            tmp.unlink(missing_ok=True)
+    return None
+
+
+def _not_found_message(dataset: str, searched: list[tuple[Path, list[str]]],
+                       attempts: list[str], why_no_download: str | None) -> str:
+    lines = [f"could not find the {dataset} data set."]
+    if searched:
+        lines.append("Looked in:")
+        for folder, missing in searched:
+            state = "does not exist" if not folder.is_dir() else "missing " + ", ".join(missing)
+            lines.append(f"  {folder} ({state})")
+    if why_no_download:
+        lines.append(f"Did not download: {why_no_download}.")
+    if attempts:
+        lines.append("Tried to download:")
+        lines.extend(f"  {attempt}" for attempt in attempts)
+    lines.append(
+        "To use local copies, put the four IDX files (.gz or raw) in a folder and pass it "
+        "as data_dir (fastnet-train --data DIR), or set FASTNET_DATA to a folder holding "
+        f"{dataset}/. To download from elsewhere, set FASTNET_MIRRORS to base URLs."
+    )
+    return "\n".join(lines)
+
+
+def _locate(dataset: str, dspec: DatasetSpec, data_dir, cache_dir: Path,
+            searched: list) -> list[Path] | None:
+    """Paths of the four files in the first folder that holds them all, or None."""
+    if data_dir is not None:
+        folder = Path(data_dir)
+        paths, missing = _find_all(folder, dspec)
+        if missing:
+            searched.append((folder, missing))
+            hint = ""
+            if folder.is_dir() and not _find_all(folder / dataset, dspec)[1]:
+                hint = f" (they are in {folder / dataset}: pass that folder instead)"
+            raise DatasetNotFoundError(
+                f"data_dir {folder} does not hold the {dataset} files: missing "
+                f"{', '.join(missing)} (.gz or raw){hint}"
+            )
+        return paths
+    folders = []
+    if os.environ.get("FASTNET_DATA"):
+        folders.append(Path(os.environ["FASTNET_DATA"]) / dataset)
+    folders.append(cache_dir)
+    folders.extend(system / dataset for system in SYSTEM_DATA_DIRS)
+    for folder in folders:
+        paths, missing = _find_all(folder, dspec)
+        if not missing:
+            return paths
+        searched.append((folder, missing))
+    return None
+
+
+def _check_dataset(arrays: list[np.ndarray], paths: list[Path], dspec: DatasetSpec) -> Dataset:
+    """Check that images and labels fit together; raise :class:`DatasetError` naming the file if not."""
+    for (images, labels), (ipath, lpath) in zip(
+        ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3]))
+    ):
+        if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != dspec.image_shape:
+            h, w = dspec.image_shape
+            raise DatasetError(f"{ipath}: expected uint8 images of shape Nx{h}x{w}, "
+                               f"found {images.dtype} of shape {'x'.join(map(str, images.shape))}")
+        if labels.dtype != np.uint8 or labels.ndim != 1:
+            raise DatasetError(f"{lpath}: expected a vector of uint8 labels, "
+                               f"found {labels.dtype} of shape {'x'.join(map(str, labels.shape))}")
+        if len(images) != len(labels):
+            raise DatasetError(f"{lpath}: holds {len(labels)} labels, but {ipath} holds "
+                               f"{len(images)} images; expected one label per image")
+        if len(labels) and labels.max() >= dspec.n_classes:
+            bad = int(np.argmax(labels >= dspec.n_classes))
+            raise DatasetError(f"{lpath}: expected labels 0..{dspec.n_classes - 1}, "
+                               f"found {labels[bad]} at index {bad}")
+    return Dataset(*arrays)
+
+
+def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
+                 offline: bool = False, progress: bool | None = None,
+                 mirrors: Sequence[str] | str | None = None,
+                 cache_dir: str | os.PathLike | None = None, timeout: float = 30.0,
+                 verify: bool = False, allow_unverified: bool = False) -> Dataset:
+    """Load an MNIST-like data set as four uint8 arrays, downloading it if need be.
+
+    Parameters
+    ----------
+    name : {"mnist", "fashion-mnist", "kmnist"}
+    data_dir : path, optional
+        Folder that holds the four files. When given, only this folder is
+        used: missing files are an error, not a reason to look elsewhere.
+    offline : bool
+        Forbid downloading (so does the environment variable ``FASTNET_OFFLINE=1``).
+    progress : bool, optional
+        Show a download progress bar; by default only when stderr is a terminal.
+    mirrors : sequence of str or str, optional
+        Base URLs to download from instead of the table's (also
+        ``FASTNET_MIRRORS``, space- or comma-separated). ``{name}`` in a URL is
+        replaced by the data set's name.
+    cache_dir : path, optional
+        Root of the download cache (files go to ``cache_dir/<name>``); default
+        :func:`default_cache_dir`.
+    timeout : float
+        Seconds to wait on a silent connection before trying the next mirror.
+    verify : bool
+        Also check files found on disk against their decompressed SHA-256,
+        where the table knows it (downloads are always checked).
+    allow_unverified : bool
+        Keep a download for which :data:`DATASETS` holds no checksum at all.
+        Off by default: such a download is deleted and reported as a failure.
+
+    Returns
+    -------
+    Dataset
+        ``(train_images, train_labels, test_images, test_labels)``: images
+        uint8 of shape (N, 28, 28), labels uint8 in 0..9.
+
+    Raises
+    ------
+    DatasetNotFoundError
+        No folder holds the files and downloading is forbidden or failed; the
+        message lists the folders searched, each URL tried and why it failed.
+    IdxFormatError
+        A file is not a well-formed IDX file.
+    DatasetError
+        The files do not fit together (image and label counts differ, a label
+        is out of range, images are not 28x28 uint8), or ``verify`` found a
+        checksum mismatch.
+    """
+    try:
+        dspec = DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}") from None
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = cache_root / name
+    searched: list[tuple[Path, list[str]]] = []
+    paths = _locate(name, dspec, data_dir, cache, searched)
+    if paths is None:
+        paths = _download_missing(name, dspec, cache, searched, offline=offline, progress=progress,
+                                  mirrors=mirrors, timeout=timeout, allow_unverified=allow_unverified)
+    elif verify:
+        for path, spec in zip(paths, dspec.files):
+            check = _checksum_of(path, spec, use_md5=False)
+            if check is not None and check[1] != check[2]:
+                raise DatasetError(f"{path}: checksum mismatch ({check[0]}: expected {check[1]}, "
+                                   f"found {check[2]})")
+    return _check_dataset([read_idx(path) for path in paths], paths, dspec)
+
+
+def _download_missing(name: str, dspec: DatasetSpec, cache: Path, searched: list, *, offline: bool,
+                      progress: bool | None, mirrors, timeout: float,
+                      allow_unverified: bool) -> list[Path]:
+    """Download into ``cache`` the files it lacks; raise :class:`DatasetNotFoundError` on failure."""
+    why_not = None
+    if offline:
+        why_not = "offline=True"
+    elif _env_flag("FASTNET_OFFLINE"):
+        why_not = f"FASTNET_OFFLINE={os.environ['FASTNET_OFFLINE']} is set"
+    if why_not:
+        raise DatasetNotFoundError(_not_found_message(name, searched, [], why_not))
+    if progress is None:
+        progress = sys.stderr is not None and sys.stderr.isatty()
+    urls = _mirror_list(name, mirrors, dspec)
+    cache.mkdir(parents=True, exist_ok=True)
+    attempts: list[str] = []
+    paths = []
+    for spec in dspec.files:
+        path = _find_file(cache, spec) or _fetch_verified(
+            spec, urls, cache, timeout=timeout, progress=progress,
+            allow_unverified=allow_unverified, attempts=attempts)
+        if path is None:
+            raise DatasetNotFoundError(_not_found_message(name, searched, attempts, None))
+        paths.append(path)
+    return paths
