@@ -1,0 +1,122 @@
+"""Training settings: one frozen dataclass, validated when it is created."""
+import math
+from dataclasses import asdict, dataclass, fields
+
+DATASETS = ("mnist", "fashion-mnist", "kmnist")
+DTYPES = ("float32", "float64")
+ENGINES = ("numba", "numpy")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+SCHEDULES = ("constant", "step", "cosine")
+
+
+class ConfigError(ValueError):
+    """A training setting out of its range; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run, and nothing else.
+
+    The defaults are the recipe ``fastnet-train`` uses: a 784-128-10 network,
+    mini-batches of 128, Nesterov momentum with a cosine learning-rate decay.
+    """
+
+    dataset: str = "mnist"
+    hidden: tuple = (128,)
+    dtype: str = "float32"
+    engine: str = "numba"
+    epochs: int = 15
+    batch_size: int | None = 128  #: None: the whole training set in every step
+    lr: float = 0.05
+    optimizer: str = "nesterov"
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    step_epochs: int = 5  #: schedule "step": multiply the rate by step_gamma every step_epochs epochs
+    step_gamma: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    val_split: float = 0.0  #: a fraction (< 1) or a count (>= 1) of training samples held out
+    patience: int | None = None  #: stop after this many epochs without a better validation accuracy
+    limit: int | None = None  #: train on the first `limit` training samples only
+    seed: int = 0
+    threads: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "hidden", tuple(self.hidden))
+        _one_of("dataset", self.dataset, DATASETS)
+        _one_of("dtype", self.dtype, DTYPES)
+        _one_of("engine", self.engine, ENGINES)
+        _one_of("optimizer", self.optimizer, OPTIMIZERS)
+        _one_of("schedule", self.schedule, SCHEDULES)
+        if not all(isinstance(h, int) and h >= 1 for h in self.hidden):
+            raise ConfigError(f"hidden: expected positive whole widths, got {self.hidden}")
+        _whole("epochs", self.epochs, 1)
+        if self.batch_size is not None:
+            _whole("batch_size", self.batch_size, 1)
+        _whole("step_epochs", self.step_epochs, 1)
+        _whole("seed", self.seed, 0)
+        for name in ("limit", "threads", "patience"):
+            if getattr(self, name) is not None:
+                _whole(name, getattr(self, name), 1)
+        _positive("lr", self.lr)
+        _positive("eps", self.eps)
+        for name in ("momentum", "beta1", "beta2"):
+            _in_unit("[0, 1)", name, getattr(self, name), upper_open=True)
+        _in_unit("(0, 1]", "step_gamma", self.step_gamma, lower_open=True)
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay: expected a finite number >= 0, got {self.weight_decay}")
+        v = self.val_split
+        if not (math.isfinite(v) and v >= 0 and (v < 1 or float(v).is_integer())):
+            raise ConfigError(
+                f"val_split: expected a fraction in [0, 1) or a whole count of samples, got {v}"
+            )
+
+    def lr_at(self, epoch):
+        """The learning rate of epoch ``epoch`` (counted from 0) under the schedule."""
+        if self.schedule == "constant":
+            return self.lr
+        if self.schedule == "step":
+            return self.lr * self.step_gamma ** (epoch // self.step_epochs)
+        return self.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.epochs))
+
+    def to_dict(self):
+        d = asdict(self)
+        d["hidden"] = list(self.hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+        return cls(**d)
+
+    def replace(self, **changes):
+        d = self.to_dict()
+        d.update(changes)
+        return type(self).from_dict(d)
+
+
+def _one_of(name, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{name}: expected one of {', '.join(allowed)}; got {value!r}")
+
+
+def _whole(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}: expected a whole number >= {minimum}, got {value!r}")
+
+
+def _positive(name, value):
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name}: expected a finite number > 0, got {value!r}")
+
+
+def _in_unit(label, name, value, lower_open=False, upper_open=False):
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > 0 if lower_open else value >= 0) and (value < 1 if upper_open else value <= 1)
+    if not ok:
+        raise ConfigError(f"{name}: expected a number in {label}, got {value!r}")

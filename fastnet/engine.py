@@ -1,0 +1,171 @@
+"""The network's math, written once, run on either engine.
+
+The functions here chain kernels into whole passes: :func:`forward` through
+every layer, and :func:`train_batches`, a run of mini-batch steps (gather,
+forward, loss, backward, update). They call the kernels by their plain
+names, so the same source serves twice:
+
+- the ``numba`` engine compiles them with :func:`fastnet._jit.jit`, a
+  training run then costs one call per chunk of batches, not one per kernel;
+- the ``numpy`` engine runs the very same functions as Python, with each
+  kernel name bound to its twin in :mod:`fastnet.reference`.
+
+So the two engines differ in the kernels alone, which is what
+``fastnet-train --engine`` compares.
+"""
+import math
+import types
+
+import numpy as np
+
+from . import reference
+from ._jit import jit
+from .kernels import (
+    adam_update,
+    gather_batch,
+    linear_backward,
+    linear_backward_params,
+    linear_forward,
+    momentum_update,
+    relu_backward,
+    relu_forward,
+    sgd_update,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+
+ENGINES = ("numba", "numpy")
+
+#: Update rules by the code that :func:`train_batches` takes.
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+
+
+@jit
+def count_correct(probs, labels):
+    """How many rows of ``probs`` have their largest value at ``labels``."""
+    # probs (B, K), labels (B,)
+    B, K = probs.shape
+    correct = 0
+    for b in range(B):
+        best = 0
+        for k in range(1, K):
+            if probs[b, k] > probs[b, best]:
+                best = k
+        if best == labels[b]:
+            correct += 1
+    return correct
+
+
+def _count_correct_numpy(probs, labels):
+    return int(np.count_nonzero(probs.argmax(axis=1) == labels))
+
+
+@jit
+def forward(acts, x, weights, biases):
+    """Run a batch ``x`` through every layer, filling ``acts``: hidden layers
+    through ReLU, the last layer's logits as they are."""
+    # x (B, D), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i] (B, H_i)
+    n = len(weights)
+    linear_forward(acts[0], x, weights[0], biases[0])
+    for i in range(1, n):
+        relu_forward(acts[i - 1], acts[i - 1])
+        linear_forward(acts[i], acts[i - 1], weights[i], biases[i])
+
+
+@jit
+def train_batches(x, y, acts, dacts, probs, losses, weights, biases, dweights, dbiases,
+                  params, grads, state1, state2, images, labels, order, start, count,
+                  optimizer, lr, momentum, weight_decay, beta1, beta2, eps, step):
+    """Take ``count`` mini-batch steps, batch ``i`` being samples
+    ``order[start + i*B : start + (i+1)*B]``, with ``B = x.shape[0]``.
+
+    ``params``, ``grads``, ``state1`` and ``state2`` are pairs of flat views
+    (all weights, all biases) of the buffers that ``weights``, ``biases``,
+    ``dweights`` and ``dbiases`` view layer by layer; ``state1``/``state2``
+    hold the optimizer's velocity or Adam moments. Weight decay applies to
+    the weights only. ``optimizer`` indexes :data:`OPTIMIZERS`; ``step`` is
+    the number of updates taken before this call (Adam's bias correction).
+
+    Returns ``(loss_sum, correct, bad)``: the summed per-sample loss and the
+    count of correct predictions over these batches, before each update, and
+    the index ``i`` of the first batch whose loss was not finite (-1 if
+    none); the run stops at that batch, before its update.
+    """
+    # x (B, D), y (B,), acts[i]/dacts[i] (B, H_i), probs (B, K), losses (B,)
+    # images (N, D), labels (N,), order (N,); params[0] (P_weights,), params[1] (P_biases,)
+    B = x.shape[0]
+    n = len(weights)
+    loss_sum = 0.0
+    correct = 0
+    for i in range(count):
+        gather_batch(x, y, images, labels, order, start + i * B, 1.0 / 255.0)
+        forward(acts, x, weights, biases)
+        softmax_cross_entropy_forward(probs, losses, acts[n - 1], y)
+        batch_loss = float(losses.sum())
+        if not math.isfinite(batch_loss):
+            return loss_sum, correct, i
+        loss_sum += batch_loss
+        correct += count_correct(probs, y)
+
+        softmax_cross_entropy_backward(dacts[n - 1], probs, y)
+        for j in range(n - 1, 0, -1):
+            linear_backward(dacts[j - 1], dweights[j], dbiases[j], dacts[j], acts[j - 1], weights[j])
+            relu_backward(dacts[j - 1], dacts[j - 1], acts[j - 1])
+        linear_backward_params(dweights[0], dbiases[0], dacts[0], x)
+
+        step += 1
+        for g in range(2):
+            wd = weight_decay if g == 0 else 0.0
+            if optimizer == 0:
+                sgd_update(params[g], grads[g], lr, wd)
+            elif optimizer == 3:
+                adam_update(params[g], state1[g], state2[g], grads[g], lr, beta1, beta2, eps, wd, step)
+            else:
+                momentum_update(params[g], state1[g], grads[g], lr, momentum, wd, optimizer == 2)
+    return loss_sum, correct, -1
+
+
+def _rebind(fn, namespace):
+    """A copy of the Python function ``fn`` whose global names resolve in ``namespace`` first."""
+    scope = dict(fn.__globals__)
+    scope.update(namespace)
+    return types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
+def _numpy_engine():
+    names = {name: getattr(reference, name) for name in reference.__dict__ if not name.startswith("_")}
+    names["count_correct"] = _count_correct_numpy
+    names["forward"] = _rebind(forward.py_func, names)
+    return types.SimpleNamespace(
+        name="numpy",
+        gather_batch=reference.gather_batch,
+        softmax_cross_entropy_forward=reference.softmax_cross_entropy_forward,
+        count_correct=_count_correct_numpy,
+        forward=names["forward"],
+        train_batches=_rebind(train_batches.py_func, names),
+    )
+
+
+def _numba_engine():
+    return types.SimpleNamespace(
+        name="numba",
+        gather_batch=gather_batch,
+        softmax_cross_entropy_forward=softmax_cross_entropy_forward,
+        count_correct=count_correct,
+        forward=forward,
+        train_batches=train_batches,
+    )
+
+
+_ENGINES = {}
+
+
+def get(name):
+    """The engine called ``name`` ("numba" or "numpy"): a namespace of
+    ``forward``, ``train_batches``, ``gather_batch``, ``softmax_cross_entropy_forward``
+    and ``count_correct``."""
+    if name not in ENGINES:
+        raise ValueError(f"engine: expected one of {ENGINES}, got {name!r}")
+    if name not in _ENGINES:
+        _ENGINES[name] = _numba_engine() if name == "numba" else _numpy_engine()
+    return _ENGINES[name]

@@ -1,0 +1,346 @@
+"""The training loop: mini-batch or full-batch gradient descent on an :class:`~fastnet.model.MLP`.
+
+No argparse and no printing here: :class:`Trainer` reports through
+callbacks (``on_epoch`` after each epoch, ``on_progress`` within one), and
+the command line (:mod:`fastnet.cli`) decides what to show.
+
+A :class:`Trainer` holds the whole state of a run -- parameters, optimizer
+state, the epoch's sample order, the position in it, the shuffling RNG --
+and :meth:`Trainer.save_checkpoint` writes all of it, so a run stopped at
+any batch and resumed with :meth:`Trainer.from_checkpoint` ends with the
+same weights as a run that never stopped.
+"""
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import engine as _engine
+from .config import TrainConfig
+from .model import MLP, ModelFormatError, Workspace, split_params
+
+#: Progress is reported about this many times per epoch.
+PROGRESS_STEPS = 50
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and batch."""
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch measured. Loss and train accuracy are running figures
+    over the epoch's batches (each taken before that batch's update)."""
+
+    epoch: int  #: counted from 1
+    lr: float
+    loss: float
+    train_accuracy: float
+    val_loss: float | None
+    val_accuracy: float | None
+    seconds: float  #: time spent in training steps alone (no validation)
+    samples_per_second: float
+
+
+@dataclass
+class TrainResult:
+    model: MLP
+    history: list
+    stop_reason: str  #: "completed", "early_stopping" or "interrupted"
+    best_epoch: int | None = None  #: with validation: the epoch whose weights the model holds
+
+
+@dataclass
+class Evaluation:
+    accuracy: float
+    loss: float
+    confusion: np.ndarray  #: (K, K) counts, rows true class, columns predicted
+    predictions: np.ndarray = field(repr=False)
+
+
+def evaluate(model, images, labels, *, engine="numba", batch_size=2048):
+    """Accuracy, mean cross-entropy and confusion matrix of ``model`` on ``images``/``labels``."""
+    labels = np.asarray(labels)
+    probs = model.predict_proba(images, engine=engine, batch_size=batch_size)
+    if labels.shape != (probs.shape[0],):
+        raise ValueError(f"labels: expected shape ({probs.shape[0]},), got {labels.shape}")
+    K = probs.shape[1]
+    predictions = probs.argmax(axis=1)
+    picked = probs[np.arange(len(labels)), labels].astype(np.float64)
+    loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean()) if len(labels) else math.nan
+    confusion = np.zeros((K, K), np.int64)
+    np.add.at(confusion, (labels.astype(np.int64), predictions), 1)
+    accuracy = float(np.mean(predictions == labels)) if len(labels) else math.nan
+    return Evaluation(accuracy, loss, confusion, predictions)
+
+
+@contextmanager
+def thread_limit(threads):
+    """Run with ``threads`` Numba threads and BLAS threads (None: leave both as they are)."""
+    if threads is None:
+        yield
+        return
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        raise ValueError(
+            f"threads: expected at most {numba.config.NUMBA_NUM_THREADS} "
+            f"(NUMBA_NUM_THREADS), got {threads}"
+        )
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _as_rows(images, labels, what):
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.dtype != np.uint8 or images.ndim < 2:
+        raise ValueError(f"{what} images: expected uint8 (N, ...) pixels, got {images.dtype} {images.shape}")
+    if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"{what} labels: expected integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
+        )
+    return np.ascontiguousarray(images.reshape(images.shape[0], -1)), np.ascontiguousarray(labels)
+
+
+def split_validation(images, labels, val_split, seed):
+    """Hold out ``val_split`` (a fraction < 1, or a count) of the samples, chosen at random
+    with ``seed``. Returns ``(train_images, train_labels, val_images, val_labels)``."""
+    n = images.shape[0]
+    n_val = int(round(val_split * n)) if val_split < 1 else int(val_split)
+    if n_val == 0:
+        return images, labels, None, None
+    if n_val >= n:
+        raise ValueError(f"val_split: holds out {n_val} of {n} training samples, leaving none to train on")
+    perm = np.random.default_rng([seed, 2]).permutation(n)
+    val, train = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    return images[train], labels[train], images[val], labels[val]
+
+
+class Trainer:
+    """One training run of ``config`` on uint8 ``images`` (N, 28, 28 or N, D) and ``labels``."""
+
+    def __init__(self, config, images, labels, *, model=None):
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        self.config = config
+        images, labels = _as_rows(images, labels, "training")
+        if config.limit is not None:
+            images, labels = images[: config.limit], labels[: config.limit]
+        self.n_classes = int(labels.max()) + 1 if labels.size else 0
+        self.images, self.labels, self.val_images, self.val_labels = split_validation(
+            images, labels, config.val_split, config.seed
+        )
+        self.n_train = self.images.shape[0]
+        if self.n_train == 0:
+            raise ValueError("training images: expected at least one sample, got none")
+        sizes = (self.images.shape[1], *config.hidden, max(self.n_classes, 10))
+        if model is None:
+            model = MLP(sizes, dtype=config.dtype, seed=config.seed)
+        elif model.sizes != sizes or str(model.dtype) != config.dtype:
+            raise ValueError(f"model: expected sizes {sizes} {config.dtype}, got {model.sizes} {model.dtype}")
+        self.model = model
+        self.ops = _engine.get(config.engine)
+        self.batch_size = min(config.batch_size or self.n_train, self.n_train)
+        self.workspace = Workspace(model.sizes, self.batch_size, model.dtype)
+        P, nw = model.n_params, model.n_weights
+        self.grads = np.zeros(P, model.dtype)
+        self.dweights, self.dbiases = split_params(self.grads, model.sizes)
+        self.state1 = np.zeros(P, model.dtype)  # momentum's velocity, Adam's first moment
+        self.state2 = np.zeros(P, model.dtype)  # Adam's second moment
+        self._pairs = tuple((a[:nw], a[nw:]) for a in (model.params, self.grads, self.state1, self.state2))
+        # Run state: everything a checkpoint must hold to resume bit for bit.
+        self.rng = np.random.default_rng([config.seed, 1])
+        self.epoch = 0  # epochs completed
+        self.batch = 0  # batches of the current epoch completed
+        self.order = None  # the current epoch's sample order
+        self.step = 0  # updates taken
+        self.running = np.zeros(3)  # loss sum, correct, seconds in the current epoch
+        self.history = []
+        self.best = {"epoch": None, "val_accuracy": -1.0, "params": None, "bad_epochs": 0}
+
+    @property
+    def batches_per_epoch(self):
+        return -(-self.n_train // self.batch_size)
+
+    # --- compiling ---------------------------------------------------------------
+
+    def warmup(self):
+        """Compile (or load from Numba's cache) everything the run will call,
+        without changing any state. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        order = np.arange(self.n_train, dtype=np.int64)
+        self._steps(self.workspace.rows(self.batch_size), order, 0, 0, self.config.lr)
+        ws = self.workspace.rows(1)
+        self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1 / 255)
+        self.ops.forward(ws.acts, ws.x, self.model.weights, self.model.biases)
+        self.ops.softmax_cross_entropy_forward(ws.probs, ws.losses, ws.acts[-1], ws.y)
+        return time.perf_counter() - t0
+
+    def _steps(self, ws, order, start, count, lr):
+        c = self.config
+        params, grads, s1, s2 = self._pairs
+        m = self.model
+        return self.ops.train_batches(
+            ws.x, ws.y, ws.acts, ws.dacts, ws.probs, ws.losses, m.weights, m.biases,
+            self.dweights, self.dbiases, params, grads, s1, s2,
+            self.images, self.labels, order, start, count,
+            _engine.OPTIMIZERS.index(c.optimizer), lr, c.momentum, c.weight_decay,
+            c.beta1, c.beta2, c.eps, self.step,
+        )
+
+    # --- running -----------------------------------------------------------------
+
+    def run(self, *, on_epoch=None, on_progress=None, should_stop=None):
+        """Train until ``config.epochs`` epochs are done, early stopping triggers,
+        or ``should_stop()`` returns true (checked between chunks of batches).
+
+        ``on_epoch(metrics)`` is called after each epoch, ``on_progress(done,
+        total)`` as batches of the current epoch complete. Raises
+        :class:`TrainingDiverged` when the loss stops being finite.
+        """
+        c = self.config
+        with thread_limit(c.threads):
+            while self.epoch < c.epochs:
+                if self.order is None:
+                    full_batch = self.batch_size == self.n_train
+                    self.order = np.arange(self.n_train) if full_batch else self.rng.permutation(self.n_train)
+                if not self._run_epoch(on_progress, should_stop):
+                    return self._result("interrupted")
+                metrics = self._finish_epoch()
+                if on_epoch is not None:
+                    on_epoch(metrics)
+                if c.patience is not None and self.best["bad_epochs"] >= c.patience:
+                    self._restore_best()
+                    return self._result("early_stopping")
+        self._restore_best()
+        return self._result("completed")
+
+    def _run_epoch(self, on_progress, should_stop):
+        total = self.batches_per_epoch
+        full = self.n_train // self.batch_size
+        chunk = max(1, total // PROGRESS_STEPS)
+        lr = self.config.lr_at(self.epoch)
+        while self.batch < total:
+            if should_stop is not None and should_stop():
+                return False
+            if self.batch < full:
+                ws, count = self.workspace.rows(self.batch_size), min(chunk, full - self.batch)
+            else:
+                ws, count = self.workspace.rows(self.n_train - full * self.batch_size), 1
+            t0 = time.perf_counter()
+            loss_sum, correct, bad = self._steps(ws, self.order, self.batch * self.batch_size, count, lr)
+            self.running += (loss_sum, correct, time.perf_counter() - t0)
+            done = count if bad < 0 else bad
+            self.step += done
+            self.batch += done
+            if bad >= 0:
+                raise TrainingDiverged(
+                    f"the loss became {'nan' if math.isnan(loss_sum) else 'not finite'} at epoch "
+                    f"{self.epoch + 1}, batch {self.batch + 1} of {total} (learning rate {lr:g}); "
+                    f"try a lower learning rate (--lr)"
+                )
+            if on_progress is not None:
+                on_progress(self.batch, total)
+        return True
+
+    def _finish_epoch(self):
+        loss_sum, correct, seconds = self.running
+        val_loss = val_acc = None
+        if self.val_images is not None:
+            ev = evaluate(self.model, self.val_images, self.val_labels, engine=self.config.engine)
+            val_loss, val_acc = ev.loss, ev.accuracy
+            if val_acc > self.best["val_accuracy"]:
+                self.best.update(epoch=self.epoch + 1, val_accuracy=val_acc,
+                                 params=self.model.params.copy(), bad_epochs=0)
+            else:
+                self.best["bad_epochs"] += 1
+        metrics = EpochMetrics(
+            epoch=self.epoch + 1,
+            lr=self.config.lr_at(self.epoch),
+            loss=float(loss_sum / self.n_train),
+            train_accuracy=float(correct / self.n_train),
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            seconds=float(seconds),
+            samples_per_second=float(self.n_train / seconds) if seconds > 0 else math.inf,
+        )
+        self.history.append(metrics)
+        self.epoch += 1
+        self.batch = 0
+        self.order = None
+        self.running[:] = 0
+        return metrics
+
+    def _restore_best(self):
+        """With early stopping, end on the weights of the best validation epoch."""
+        if self.config.patience is not None and self.best["params"] is not None:
+            self.model.params[:] = self.best["params"]
+
+    def _result(self, reason):
+        best = self.best["epoch"] if self.config.patience is not None else None
+        return TrainResult(self.model, list(self.history), reason, best)
+
+    # --- checkpoints -------------------------------------------------------------
+
+    def save_checkpoint(self, path):
+        """Write the model and the whole run state to ``path`` atomically."""
+        arrays = {"state1": self.state1, "state2": self.state2}
+        if self.order is not None:
+            arrays["order"] = self.order
+        if self.best["params"] is not None:
+            arrays["best_params"] = self.best["params"]
+        meta = {
+            "config": self.config.to_dict(),
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "running": self.running.tolist(),
+            "rng": self.rng.bit_generator.state,
+            "history": [asdict(m) for m in self.history],
+            "best": {k: v for k, v in self.best.items() if k != "params"},
+        }
+        self.model.save(path, arrays=arrays, meta=meta)
+
+    @classmethod
+    def from_checkpoint(cls, path, images, labels, *, epochs=None):
+        """Continue the run saved in ``path`` on the same training data.
+        ``epochs`` may raise the number of epochs to train in all."""
+        model, arrays, meta = MLP.load(path, with_state=True)
+        if not meta or "config" not in meta:
+            raise ModelFormatError(f"{path}: a fastnet model, but not a checkpoint (no training state in it)")
+        config = TrainConfig.from_dict(meta["config"])
+        if epochs is not None:
+            config = config.replace(epochs=epochs)
+        trainer = cls(config, images, labels, model=model)
+        for name in ("state1", "state2"):
+            if arrays[name].shape != (model.n_params,):
+                raise ModelFormatError(f"{path}: {name} has shape {arrays[name].shape}, expected ({model.n_params},)")
+            getattr(trainer, name)[:] = arrays[name]
+        if "order" in arrays:
+            if arrays["order"].shape != (trainer.n_train,):
+                raise ModelFormatError(
+                    f"{path}: saved for {arrays['order'].shape[0]} training samples, "
+                    f"given {trainer.n_train} (same data set, --limit and --val-split?)"
+                )
+            trainer.order = arrays["order"]
+        trainer.epoch, trainer.batch, trainer.step = meta["epoch"], meta["batch"], meta["step"]
+        trainer.running[:] = meta["running"]
+        trainer.rng.bit_generator.state = meta["rng"]
+        trainer.history = [EpochMetrics(**m) for m in meta["history"]]
+        trainer.best.update(meta["best"])
+        trainer.best["params"] = arrays.get("best_params")
+        return trainer
+
+
+def train(config, images, labels, **callbacks):
+    """Train a new model on ``images``/``labels`` with ``config``; returns a :class:`TrainResult`."""
+    trainer = Trainer(config, images, labels)
+    return trainer.run(**callbacks)
