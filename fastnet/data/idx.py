@@ -139,22 +139,18 @@ def _check_payload(header: IdxHeader, found: int, name: str) -> None:
     raise IdxFormatError(what + (" (truncated?)" if found < expected else " (trailing data?)"))
 
 
-def _new_output(header: IdxHeader, scale, name: str, limit: int | None = None):
-    """Allocate the array ``header`` describes, after checking its size is plausible.
+def _new_output(header: IdxHeader, scale, name: str) -> np.ndarray:
+    """Allocate the array ``header`` describes (float32 for a scaled uint8 file).
 
-    ``limit`` is an upper bound on the payload bytes the source can hold (its
-    size, or the most a gzip stream of its size can inflate to).
+    Callers check first that the source holds (or can hold) that many bytes.
     """
-    expected = header.payload_bytes
-    if limit is not None and expected > limit:
+    # NumPy refuses a shape whose non-zero dims multiply past intp, even when
+    # another dim is 0 and the array is empty.
+    span = _prod(d for d in header.shape if d) * header.dtype.itemsize
+    if span > np.iinfo(np.intp).max:
         raise IdxFormatError(
-            f"{name}: header says {_dims_text(header.shape)} {header.dtype} = {expected} bytes, "
-            f"but the file can hold at most {limit} (corrupt header or truncated file?)"
-        )
-    if expected > np.iinfo(np.intp).max:
-        raise IdxFormatError(
-            f"{name}: header says {_dims_text(header.shape)} = {expected} bytes, "
-            "more than this machine can address (corrupt header?)"
+            f"{name}: header says {_dims_text(header.shape)} {header.dtype}, expected dimensions "
+            f"whose product fits this machine's array size, found {span} bytes (corrupt header?)"
         )
     dtype = np.float32 if scale is not None and header.dtype == np.uint8 else header.dtype
     return np.empty(header.shape, dtype=dtype)
@@ -219,8 +215,13 @@ def _read_gzip(data, name: str, scale) -> np.ndarray:
     if not head:
         raise IdxFormatError(f"{name}: gzip stream decompresses to 0 bytes, expected an IDX header")
     header = parse_header(head, name)
-    out = _new_output(header, scale, name, limit=_MAX_DEFLATE_RATIO * len(data) + 64)
     expected = header.payload_bytes
+    if expected > _MAX_DEFLATE_RATIO * len(data):
+        # The stream cannot inflate to that many bytes: count what it does hold
+        # (at most 1032 times its size, nothing kept) to report it, and never
+        # allocate what the header asks for.
+        _check_payload(header, len(head) - header.size + sum(len(p) for p in pieces), name)
+    out = _new_output(header, scale, name)
     fused = out.dtype == np.float32 and header.dtype == np.uint8
     flat = out.reshape(-1) if fused else out.reshape(-1).view(np.uint8)
     filled = 0
