@@ -1,0 +1,662 @@
+"""The Numba kernels against their NumPy twins in :mod:`fastnet.reference`.
+
+Every name in ``fastnet.kernels.__all__`` is compared with the reference
+function of the same name, over shapes that include B=1, odd widths, an
+MNIST-sized layer, inputs with all-zero rows and with ~80% zeros (the
+kernels skip zero inputs), in float32 and float64. Output buffers are
+prefilled with NaN, so an output the kernel forgets to write (or adds to
+instead of overwriting) shows up.
+
+Also here: special values (huge and NaN logits), several update steps in a
+row, training on a small separable problem, kernels called from a user's
+own ``@njit`` function, and results that do not depend on the thread count.
+"""
+import numba
+import numpy as np
+import pytest
+
+from fastnet import kernels, reference
+
+DTYPES = [np.float32, np.float64]
+IMPLS = [pytest.param(kernels, id="kernels"), pytest.param(reference, id="reference")]
+
+# (B, D, H): B=1, odd widths, a narrow output, an MNIST-sized first layer.
+LINEAR_SHAPES = [(1, 13, 7), (6, 13, 7), (5, 13, 3), (1, 784, 128), (32, 784, 128)]
+# dense: no exact zero; sparse: ~80% zeros like MNIST pixels; zero_rows: rows 0, 3, 6.. all zero.
+INPUT_KINDS = ["dense", "sparse", "zero_rows"]
+
+
+def tol(dtype, scale=1.0):
+    """rtol/atol for comparing two orders of summation in ``dtype``.
+
+    ``scale`` is the largest sum of absolute terms behind one output: a sum
+    that cancels to near zero is only accurate to a few ulps of that.
+    """
+    if dtype == np.float32:
+        return dict(rtol=2e-5, atol=2e-6 * scale)
+    return dict(rtol=1e-12, atol=1e-14 * scale)
+
+
+def make_input(rng, kind, B, D, dtype):
+    if kind == "dense":
+        x = rng.standard_normal((B, D))
+    elif kind == "sparse":
+        x = rng.uniform(0.0, 1.0, (B, D)) * (rng.random((B, D)) < 0.2)
+    elif kind == "zero_rows":
+        x = rng.standard_normal((B, D))
+        x[::3] = 0.0
+    else:
+        raise ValueError(kind)
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def make_layer(rng, D, H, dtype):
+    weight = rng.normal(0.0, 1.0 / np.sqrt(D), (D, H)).astype(dtype)
+    bias = rng.normal(0.0, 0.1, H).astype(dtype)
+    return weight, bias
+
+
+def garbage(shape, dtype):
+    return np.full(shape, np.nan, dtype=dtype)
+
+
+def abs_scale(a, b):
+    """Largest entry of |a| @ |b|, in float64: the size of the terms behind a matmul."""
+    return float(np.max(np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)), initial=1.0))
+
+
+# --- linear layer ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("B,D,H", LINEAR_SHAPES)
+def test_linear_forward_matches_reference(rng, B, D, H, kind, dtype):
+    inp = make_input(rng, kind, B, D, dtype)
+    weight, bias = make_layer(rng, D, H, dtype)
+    saved = inp.copy(), weight.copy(), bias.copy()
+    got = garbage((B, H), dtype)
+    want = garbage((B, H), dtype)
+
+    kernels.linear_forward(got, inp, weight, bias)
+    reference.linear_forward(want, inp, weight, bias)
+
+    np.testing.assert_allclose(got, want, **tol(dtype, abs_scale(inp, weight)),
+                               err_msg=f"linear_forward B={B} D={D} H={H} {kind} {dtype.__name__}")
+    for before, after in zip(saved, (inp, weight, bias)):
+        np.testing.assert_array_equal(after, before, err_msg="linear_forward changed an input")
+    if kind == "zero_rows":
+        # An all-zero input row gives exactly the bias.
+        np.testing.assert_array_equal(got[::3], np.broadcast_to(bias, got[::3].shape),
+                                      err_msg="zero input rows must give the bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("B,D,H", LINEAR_SHAPES)
+def test_linear_backward_matches_reference(rng, B, D, H, kind, dtype):
+    inp = make_input(rng, kind, B, D, dtype)
+    weight, _ = make_layer(rng, D, H, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    saved = inp.copy(), weight.copy(), dout.copy()
+    got = [garbage((B, D), dtype), garbage((D, H), dtype), garbage(H, dtype)]
+    want = [garbage((B, D), dtype), garbage((D, H), dtype), garbage(H, dtype)]
+
+    kernels.linear_backward(*got, dout, inp, weight)
+    reference.linear_backward(*want, dout, inp, weight)
+
+    scales = [abs_scale(dout, weight.T), abs_scale(inp.T, dout), abs_scale(np.ones((1, B)), dout)]
+    for name, g, w, s in zip(["dinp", "dweight", "dbias"], got, want, scales):
+        np.testing.assert_allclose(g, w, **tol(dtype, s),
+                                   err_msg=f"linear_backward {name} B={B} D={D} H={H} {kind} {dtype.__name__}")
+    for before, after in zip(saved, (inp, weight, dout)):
+        np.testing.assert_array_equal(after, before, err_msg="linear_backward changed an input")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("B,D,H", LINEAR_SHAPES)
+def test_linear_backward_params_matches_reference(rng, B, D, H, kind, dtype):
+    inp = make_input(rng, kind, B, D, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    got = [garbage((D, H), dtype), garbage(H, dtype)]
+    want = [garbage((D, H), dtype), garbage(H, dtype)]
+
+    kernels.linear_backward_params(*got, dout, inp)
+    reference.linear_backward_params(*want, dout, inp)
+
+    scales = [abs_scale(inp.T, dout), abs_scale(np.ones((1, B)), dout)]
+    for name, g, w, s in zip(["dweight", "dbias"], got, want, scales):
+        np.testing.assert_allclose(g, w, **tol(dtype, s),
+                                   err_msg=f"linear_backward_params {name} B={B} D={D} H={H} {kind}")
+    if kind == "sparse" or kind == "zero_rows":
+        # An input that is zero for the whole batch gives a zero row of dweight.
+        dead = ~inp.any(axis=0)
+        assert np.all(got[0][dead] == 0)
+
+
+# --- ReLU -----------------------------------------------------------------------
+
+
+RELU_SHAPES = [(1, 7), (5, 13), (32, 128)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("B,H", RELU_SHAPES)
+def test_relu_forward_matches_reference(rng, B, H, kind, dtype):
+    inp = make_input(rng, kind, B, H, dtype)
+    if kind == "sparse":
+        inp -= dtype(0.1) * (inp != 0)  # some negatives, some exact zeros
+    got, want = garbage((B, H), dtype), garbage((B, H), dtype)
+
+    kernels.relu_forward(got, inp)
+    reference.relu_forward(want, inp)
+
+    np.testing.assert_array_equal(got, want, err_msg=f"relu_forward B={B} H={H} {kind}")
+    assert np.all(got >= 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("B,H", RELU_SHAPES)
+def test_relu_backward_matches_reference(rng, B, H, kind, dtype):
+    out = np.maximum(make_input(rng, kind, B, H, dtype), 0)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    got, want = garbage((B, H), dtype), garbage((B, H), dtype)
+
+    kernels.relu_backward(got, dout, out)
+    reference.relu_backward(want, dout, out)
+
+    np.testing.assert_array_equal(got, want, err_msg=f"relu_backward B={B} H={H} {kind}")
+    np.testing.assert_array_equal(got, np.where(out > 0, dout, 0))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_in_place(rng, impl, dtype):
+    """relu_forward(out=inp) and relu_backward(dinp=dout) are allowed."""
+    z = rng.standard_normal((5, 13)).astype(dtype)
+    want = np.maximum(z, 0)
+    impl.relu_forward(z, z)
+    np.testing.assert_array_equal(z, want, err_msg="relu_forward in place")
+
+    dout = rng.standard_normal((5, 13)).astype(dtype)
+    want = np.where(z > 0, dout, 0).astype(dtype)
+    impl.relu_backward(dout, dout, z)
+    np.testing.assert_array_equal(dout, want, err_msg="relu_backward in place")
+
+
+# --- softmax and cross-entropy ----------------------------------------------------
+
+
+SOFTMAX_SHAPES = [(1, 3), (7, 3), (1, 10), (64, 10)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,K", SOFTMAX_SHAPES)
+def test_softmax_cross_entropy_forward_matches_reference(rng, B, K, dtype):
+    logits = (3 * rng.standard_normal((B, K))).astype(dtype)
+    labels = rng.integers(0, K, B)
+    got = garbage((B, K), dtype), garbage(B, dtype)
+    want = garbage((B, K), dtype), garbage(B, dtype)
+
+    kernels.softmax_cross_entropy_forward(*got, logits, labels)
+    reference.softmax_cross_entropy_forward(*want, logits, labels)
+
+    for name, g, w in zip(["probs", "losses"], got, want):
+        np.testing.assert_allclose(g, w, **tol(dtype, 1.0), err_msg=f"softmax forward {name} B={B} K={K}")
+    np.testing.assert_allclose(got[0].sum(axis=1), 1, **tol(dtype, 1.0))
+    # The loss is -log of the label's probability.
+    np.testing.assert_allclose(got[1], -np.log(got[0][np.arange(B), labels].astype(np.float64)),
+                               **tol(dtype, 10.0))
+
+
+@pytest.mark.parametrize("label_dtype", [np.uint8, np.int32, np.int64])
+def test_softmax_cross_entropy_any_integer_labels(rng, label_dtype):
+    B, K = 9, 10
+    logits = rng.standard_normal((B, K))
+    labels = rng.integers(0, K, B)
+    want = np.empty((B, K)), np.empty(B), np.empty((B, K))
+    reference.softmax_cross_entropy_forward(want[0], want[1], logits, labels)
+    reference.softmax_cross_entropy_backward(want[2], want[0], labels)
+    got = garbage((B, K), np.float64), garbage(B, np.float64), garbage((B, K), np.float64)
+
+    kernels.softmax_cross_entropy_forward(got[0], got[1], logits, labels.astype(label_dtype))
+    kernels.softmax_cross_entropy_backward(got[2], got[0], labels.astype(label_dtype))
+
+    for name, g, w in zip(["probs", "losses", "dlogits"], got, want):
+        np.testing.assert_allclose(g, w, **tol(np.float64), err_msg=f"{name} with {label_dtype.__name__} labels")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,K", SOFTMAX_SHAPES)
+def test_softmax_cross_entropy_backward_matches_reference(rng, B, K, dtype):
+    logits = rng.standard_normal((B, K))
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype(dtype)
+    labels = rng.integers(0, K, B)
+    got, want = garbage((B, K), dtype), garbage((B, K), dtype)
+
+    kernels.softmax_cross_entropy_backward(got, probs, labels)
+    reference.softmax_cross_entropy_backward(want, probs, labels)
+
+    np.testing.assert_allclose(got, want, **tol(dtype, 1.0), err_msg=f"softmax backward B={B} K={K}")
+    # Each row of (probs - onehot) sums to zero.
+    np.testing.assert_allclose(got.sum(axis=1), 0, atol=10 * np.finfo(dtype).eps)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_backward_in_place(rng, impl, dtype):
+    """softmax_cross_entropy_backward(dlogits=probs) is allowed."""
+    B, K = 6, 3
+    probs = rng.dirichlet(np.ones(K), B).astype(dtype)
+    labels = rng.integers(0, K, B)
+    want = np.empty_like(probs)
+    reference.softmax_cross_entropy_backward(want, probs.copy(), labels)
+
+    impl.softmax_cross_entropy_backward(probs, probs, labels)
+
+    np.testing.assert_allclose(probs, want, **tol(dtype), err_msg="softmax backward in place")
+
+
+# --- special values -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_huge_logits_stay_finite(impl, dtype):
+    logits = np.array([[1e4, -1e4, 0.0],
+                       [1e4, -1e4, 0.0],
+                       [-1e4, -1e4, -1e4],
+                       [1e4, 1e4, -1e4]], dtype=dtype)
+    labels = np.array([0, 1, 2, 1])
+    probs, losses = garbage(logits.shape, dtype), garbage(4, dtype)
+
+    impl.softmax_cross_entropy_forward(probs, losses, logits, labels)
+
+    assert np.all(np.isfinite(probs)) and np.all(np.isfinite(losses)), (probs, losses)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=1e-6)
+    # Row 0: the label holds the max, loss 0. Row 1: the label is 2e4 below
+    # it, loss 2e4 although its probability underflows to 0. Row 2: three
+    # equal logits, loss log 3. Row 3: two equal maxima, loss log 2. (The
+    # last two to 1e-3 only: see test_softmax_loss_keeps_precision_at_large_logits.)
+    np.testing.assert_allclose(losses, [0.0, 2e4, np.log(3), np.log(2)], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(probs[0], [1, 0, 0], atol=1e-30)
+    np.testing.assert_allclose(probs[1], [1, 0, 0], atol=1e-30)
+    np.testing.assert_allclose(probs[2], [1 / 3] * 3, rtol=1e-6)
+    np.testing.assert_allclose(probs[3], [0.5, 0.5, 0], rtol=1e-6, atol=1e-30)
+
+
+REASSOC_BUG = pytest.mark.xfail(strict=True, reason=(
+    "BUG fastnet/kernels/loss.py softmax_cross_entropy_forward: the 'reassoc' flag in "
+    "fastnet/_jit.py FASTMATH lets LLVM regroup log(total) - (logit - top) as "
+    "(log(total) + top) - logit, so the loss loses all digits below the ulp of the "
+    "logits: [[1e4, 1e4, -1e4]] float32 label 1 gives 0.6933594, not log 2 = 0.6931472; "
+    "[[1e12, 1e12]] float32 gives 0.0, float64 gives 0.693115234375"))
+
+
+@pytest.mark.parametrize("impl,dtype,big", [
+    pytest.param(reference, np.float32, 1e4, id="reference-float32-1e4"),
+    pytest.param(reference, np.float32, 1e12, id="reference-float32-1e12"),
+    pytest.param(reference, np.float64, 1e12, id="reference-float64-1e12"),
+    pytest.param(kernels, np.float32, 1e4, marks=REASSOC_BUG, id="kernels-float32-1e4"),
+    pytest.param(kernels, np.float32, 1e12, marks=REASSOC_BUG, id="kernels-float32-1e12"),
+    pytest.param(kernels, np.float64, 1e12, marks=REASSOC_BUG, id="kernels-float64-1e12"),
+])
+def test_softmax_loss_keeps_precision_at_large_logits(impl, dtype, big):
+    """Shifting by the row max makes the loss depend only on logit differences,
+    so two equal logits of any size give exactly log 2 (three: log 3)."""
+    logits = np.array([[big, big, -big], [-big, -big, -big]], dtype=dtype)
+    labels = np.array([1, 0])
+    probs, losses = garbage(logits.shape, dtype), garbage(2, dtype)
+
+    impl.softmax_cross_entropy_forward(probs, losses, logits, labels)
+
+    np.testing.assert_allclose(losses, [np.log(2), np.log(3)], **tol(dtype),
+                               err_msg=f"loss of equal logits at {big:g} in {dtype.__name__}")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_nan_logit_poisons_only_its_row(rng, impl, dtype):
+    logits = rng.standard_normal((5, 4)).astype(dtype)
+    labels = np.array([0, 1, 2, 3, 0])
+    clean = logits.copy()
+    logits[1, 0] = np.nan   # NaN as the row's first logit (the kernel's starting max)
+    logits[3, 2] = np.nan   # NaN further along, and not at the label
+    probs, losses = garbage(logits.shape, dtype), garbage(5, dtype)
+    want_probs, want_losses = np.empty_like(probs), np.empty_like(losses)
+    reference.softmax_cross_entropy_forward(want_probs, want_losses, clean, labels)
+
+    impl.softmax_cross_entropy_forward(probs, losses, logits, labels)
+
+    np.testing.assert_array_equal(np.isnan(losses), [False, True, False, True, False])
+    ok = [0, 2, 4]
+    np.testing.assert_allclose(losses[ok], want_losses[ok], **tol(dtype), err_msg="clean rows")
+    np.testing.assert_allclose(probs[ok], want_probs[ok], **tol(dtype), err_msg="clean rows")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_forward_keeps_nan(impl, dtype):
+    inp = np.array([[np.nan, -1.0, 0.0, 2.0, -np.inf, np.inf, -np.nan]], dtype=dtype)
+    out = np.full_like(inp, 7.0)
+
+    impl.relu_forward(out, inp)
+
+    np.testing.assert_array_equal(out, np.array([[np.nan, 0, 0, 2, 0, np.inf, np.nan]], dtype=dtype))
+
+
+# --- update rules ---------------------------------------------------------------
+
+
+UPDATE_RULES = [
+    pytest.param(("sgd", {}), id="sgd"),
+    pytest.param(("momentum", dict(momentum=0.9, nesterov=False)), id="heavy-ball"),
+    pytest.param(("momentum", dict(momentum=0.9, nesterov=True)), id="nesterov"),
+    pytest.param(("adam", dict(beta1=0.9, beta2=0.999, eps=1e-8)), id="adam"),
+]
+
+
+def init_state(rule, param):
+    if rule == "sgd":
+        return []
+    if rule == "momentum":
+        return [np.zeros_like(param)]
+    return [np.zeros_like(param), np.zeros_like(param)]
+
+
+def apply_update(impl, rule, cfg, param, state, grad, lr, weight_decay, step):
+    if rule == "sgd":
+        impl.sgd_update(param, grad, lr, weight_decay)
+    elif rule == "momentum":
+        impl.momentum_update(param, state[0], grad, lr, cfg["momentum"], weight_decay, cfg["nesterov"])
+    else:
+        impl.adam_update(param, state[0], state[1], grad, lr, cfg["beta1"], cfg["beta2"], cfg["eps"],
+                         weight_decay, step)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize("P", [1, 7, 1000])
+@pytest.mark.parametrize("rule_cfg", UPDATE_RULES)
+def test_update_rules_match_reference_over_steps(rng, rule_cfg, P, weight_decay, dtype):
+    rule, cfg = rule_cfg
+    lr = 0.05
+    start = rng.standard_normal(P).astype(dtype)
+    got, want = start.copy(), start.copy()
+    got_state, want_state = init_state(rule, start), init_state(rule, start)
+
+    for step in range(1, 6):
+        grad = rng.standard_normal(P).astype(dtype)
+        grad_before = grad.copy()
+        apply_update(kernels, rule, cfg, got, got_state, grad, lr, weight_decay, step)
+        apply_update(reference, rule, cfg, want, want_state, grad, lr, weight_decay, step)
+        np.testing.assert_array_equal(grad, grad_before, err_msg="an update changed the gradient")
+        msg = f"{rule} {cfg} wd={weight_decay} P={P} after step {step}"
+        np.testing.assert_allclose(got, want, **tol(dtype, 1.0), err_msg=msg)
+        for i, (g, w) in enumerate(zip(got_state, want_state)):
+            np.testing.assert_allclose(g, w, **tol(dtype, 1.0), err_msg=f"{msg}: state {i}")
+    assert not np.array_equal(got, start)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_first_steps_by_formula(rng, impl, dtype):
+    """The first steps of each rule, from their definitions, with a zero start state."""
+    P, lr, wd, mu = 50, 0.1, 0.01, 0.9
+    p0 = rng.standard_normal(P).astype(dtype)
+    g = rng.standard_normal(P).astype(dtype)
+    p0_64, g_64 = p0.astype(np.float64), g.astype(np.float64)
+    gw = g_64 + wd * p0_64
+    t = tol(dtype, 1.0)
+
+    p = p0.copy()
+    impl.sgd_update(p, g, lr, wd)
+    np.testing.assert_allclose(p, p0_64 - lr * gw, **t, err_msg="sgd")
+
+    # Momentum, first step from v = 0: v = g, heavy-ball moves by lr * g,
+    # Nesterov by lr * (g + mu * g).
+    for nesterov, factor in [(False, 1.0), (True, 1.0 + mu)]:
+        p, v = p0.copy(), np.zeros_like(p0)
+        impl.momentum_update(p, v, g, lr, mu, wd, nesterov)
+        np.testing.assert_allclose(v, gw, **t, err_msg=f"velocity nesterov={nesterov}")
+        np.testing.assert_allclose(p, p0_64 - lr * factor * gw, **t, err_msg=f"nesterov={nesterov}")
+    # Second heavy-ball step with the same gradient (no decay): v = mu * g + g.
+    p, v = p0.copy(), np.zeros_like(p0)
+    impl.momentum_update(p, v, g, lr, mu, 0.0, False)
+    impl.momentum_update(p, v, g, lr, mu, 0.0, False)
+    np.testing.assert_allclose(p, p0_64 - lr * g_64 - lr * (1 + mu) * g_64, **t, err_msg="heavy-ball 2 steps")
+
+    # Adam's first step: m_hat = g, v_hat = g^2, so each parameter moves by
+    # lr * g / (|g| + eps), i.e. lr against the sign of its gradient.
+    p, m, v = p0.copy(), np.zeros_like(p0), np.zeros_like(p0)
+    impl.adam_update(p, m, v, g, lr, 0.9, 0.999, 1e-8, 0.0, 1)
+    np.testing.assert_allclose(p, p0_64 - lr * np.sign(g_64), rtol=1e-5, atol=1e-6, err_msg="adam step 1")
+    np.testing.assert_allclose(m, 0.1 * g_64, **t)
+    np.testing.assert_allclose(v, 0.001 * g_64**2, **t)
+
+
+# --- gather_batch ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D,start", [(1, 13, 0), (7, 13, 5), (16, 784, 24)])
+def test_gather_batch_matches_reference(rng, B, D, start, dtype):
+    N = 40
+    images = rng.integers(0, 256, (N, D), dtype=np.uint8)
+    images[0] = 0
+    labels = rng.integers(0, 10, N).astype(np.uint8)
+    order = rng.permutation(N)
+    scale = 1.0 / 255.0
+    got_x, got_y = garbage((B, D), dtype), np.full(B, -1, dtype=np.int64)
+    want_x, want_y = garbage((B, D), dtype), np.full(B, -1, dtype=np.int64)
+
+    kernels.gather_batch(got_x, got_y, images, labels, order, start, scale)
+    reference.gather_batch(want_x, want_y, images, labels, order, start, scale)
+
+    np.testing.assert_allclose(got_x, want_x, rtol=np.finfo(dtype).eps, atol=0, err_msg="gather_batch x")
+    np.testing.assert_array_equal(got_y, want_y, err_msg="gather_batch y")
+    rows = order[start:start + B]
+    np.testing.assert_array_equal(got_y, labels[rows])
+    np.testing.assert_allclose(got_x, images[rows] / 255.0, rtol=np.finfo(dtype).eps)
+    assert got_x.min() >= 0 and got_x.max() <= 1
+
+
+# --- training on a small separable problem --------------------------------------
+
+
+def separable_problem(rng, N=192, D=8, K=3):
+    centers = 2.0 * rng.standard_normal((K, D))
+    labels = rng.integers(0, K, N)
+    images = centers[labels] + 0.5 * rng.standard_normal((N, D))
+    images[:, ::3] *= rng.random((N, 1)) < 0.5      # some exact zero inputs
+    return np.ascontiguousarray(images), labels
+
+
+class Net:
+    """A D-H-K MLP on one flat parameter buffer, run with ``impl``'s functions."""
+
+    def __init__(self, rng, D, H, K, B, dtype=np.float64):
+        self.sizes = [(D, H), (H,), (H, K), (K,)]
+        P = sum(int(np.prod(s)) for s in self.sizes)
+        self.params = np.empty(P, dtype=dtype)
+        self.grads = np.empty(P, dtype=dtype)
+        self.W1, self.b1, self.W2, self.b2 = self._views(self.params)
+        self.dW1, self.db1, self.dW2, self.db2 = self._views(self.grads)
+        self.W1[:] = rng.normal(0, 1 / np.sqrt(D), (D, H))
+        self.b1[:] = 0.1
+        self.W2[:] = rng.normal(0, 1 / np.sqrt(H), (H, K))
+        self.b2[:] = 0
+        self.x, self.y = np.empty((B, D), dtype=dtype), np.empty(B, dtype=np.int64)
+        self.Z1, self.A1 = np.empty((B, H), dtype=dtype), np.empty((B, H), dtype=dtype)
+        self.Z2, self.probs = np.empty((B, K), dtype=dtype), np.empty((B, K), dtype=dtype)
+        self.losses = np.empty(B, dtype=dtype)
+        self.dZ2, self.dA1 = np.empty((B, K), dtype=dtype), np.empty((B, H), dtype=dtype)
+
+    def _views(self, flat):
+        out, i = [], 0
+        for s in self.sizes:
+            n = int(np.prod(s))
+            out.append(flat[i:i + n].reshape(s))
+            i += n
+        return out
+
+    def copy_params_from(self, other):
+        self.params[:] = other.params
+
+    def step(self, impl, images, labels, order, start, lr):
+        """One SGD step on samples ``order[start:start+B]``; returns the batch's mean loss."""
+        impl.gather_batch(self.x, self.y, images, labels, order, start, 1.0)
+        impl.linear_forward(self.Z1, self.x, self.W1, self.b1)
+        impl.relu_forward(self.A1, self.Z1)
+        impl.linear_forward(self.Z2, self.A1, self.W2, self.b2)
+        impl.softmax_cross_entropy_forward(self.probs, self.losses, self.Z2, self.y)
+        impl.softmax_cross_entropy_backward(self.dZ2, self.probs, self.y)
+        impl.linear_backward(self.dA1, self.dW2, self.db2, self.dZ2, self.A1, self.W2)
+        impl.relu_backward(self.dA1, self.dA1, self.A1)
+        impl.linear_backward_params(self.dW1, self.db1, self.dA1, self.x)
+        impl.sgd_update(self.params, self.grads, lr, 0.0)
+        return float(self.losses.mean())
+
+
+def test_training_lowers_loss_and_tracks_reference(rng):
+    images, labels = separable_problem(rng)
+    N, B, steps = len(images), 32, 300
+    net = Net(rng, D=images.shape[1], H=16, K=3, B=B)
+    ref = Net(rng, D=images.shape[1], H=16, K=3, B=B)
+    ref.copy_params_from(net)
+    got, want = [], []
+    for epoch in range(steps * B // N):
+        order = rng.permutation(N)
+        for start in range(0, N, B):
+            got.append(net.step(kernels, images, labels, order, start, 0.1))
+            want.append(ref.step(reference, images, labels, order, start, 0.1))
+    got, want = np.array(got), np.array(want)
+
+    assert len(got) == steps
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, err_msg="loss trajectory")
+    np.testing.assert_allclose(net.params, ref.params, rtol=1e-9, atol=1e-12, err_msg="final parameters")
+    first, last = got[:6].mean(), got[-6:].mean()   # one epoch at each end
+    assert last < 0.1 * first, (first, last)
+
+
+# --- kernels inside a user's @njit code -----------------------------------------
+
+
+@numba.njit
+def _user_train_steps(params, grads, W1, b1, W2, b2, dW1, db1, dW2, db2,
+                      x, y, Z1, A1, Z2, probs, losses, dZ2, dA1, lr, steps):
+    """Forward, backward and SGD update, ``steps`` times on one batch, all in nopython mode."""
+    mean_losses = np.empty(steps)
+    for s in range(steps):
+        kernels.linear_forward(Z1, x, W1, b1)
+        kernels.relu_forward(A1, Z1)
+        kernels.linear_forward(Z2, A1, W2, b2)
+        kernels.softmax_cross_entropy_forward(probs, losses, Z2, y)
+        kernels.softmax_cross_entropy_backward(dZ2, probs, y)
+        kernels.linear_backward(dA1, dW2, db2, dZ2, A1, W2)
+        kernels.relu_backward(dA1, dA1, A1)
+        kernels.linear_backward_params(dW1, db1, dA1, x)
+        kernels.sgd_update(params, grads, lr, 0.0)
+        mean_losses[s] = losses.mean()
+    return mean_losses
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_kernels_callable_from_user_njit(rng, dtype):
+    images, labels = separable_problem(rng, N=24, D=13)
+    B = len(images)
+    order = np.arange(B)
+    nets = [Net(rng, D=13, H=7, K=3, B=B, dtype=dtype) for _ in range(3)]
+    for net in nets[1:]:
+        net.copy_params_from(nets[0])
+    for net in nets:
+        reference.gather_batch(net.x, net.y, images, labels, order, 0, 1.0)
+
+    user, py, ref = nets
+    got = _user_train_steps(user.params, user.grads, user.W1, user.b1, user.W2, user.b2,
+                            user.dW1, user.db1, user.dW2, user.db2, user.x, user.y, user.Z1, user.A1,
+                            user.Z2, user.probs, user.losses, user.dZ2, user.dA1, 0.1, 3)
+    from_python = [py.step(kernels, images, labels, order, 0, 0.1) for _ in range(3)]
+    from_reference = [ref.step(reference, images, labels, order, 0, 0.1) for _ in range(3)]
+
+    np.testing.assert_allclose(got, from_python, **tol(dtype), err_msg="njit caller vs Python caller: losses")
+    np.testing.assert_allclose(user.params, py.params, **tol(dtype),
+                               err_msg="njit caller vs Python caller: params")
+    np.testing.assert_allclose(user.grads, py.grads, **tol(dtype), err_msg="njit caller vs Python caller: grads")
+    np.testing.assert_allclose(got, from_reference, **tol(dtype, 10.0), err_msg="njit caller vs reference")
+    np.testing.assert_allclose(user.params, ref.params, **tol(dtype, 10.0), err_msg="njit caller vs reference")
+
+
+# --- thread-count independence --------------------------------------------------
+
+
+def run_every_kernel(inputs, dtype):
+    """Call each parallel kernel once on copies of ``inputs``; return every output."""
+    x, weight, bias, dout, labels, logits, param, grad, images, order = (a.copy() for a in inputs)
+    B, D = x.shape
+    H = weight.shape[1]
+    K = logits.shape[1]
+    out = {}
+    out["linear_forward"] = garbage((B, H), dtype)
+    kernels.linear_forward(out["linear_forward"], x, weight, bias)
+    out["linear_backward"] = [garbage((B, D), dtype), garbage((D, H), dtype), garbage(H, dtype)]
+    kernels.linear_backward(*out["linear_backward"], dout, x, weight)
+    out["linear_backward_params"] = [garbage((D, H), dtype), garbage(H, dtype)]
+    kernels.linear_backward_params(*out["linear_backward_params"], dout, x)
+    out["relu_forward"] = garbage((B, H), dtype)
+    kernels.relu_forward(out["relu_forward"], dout)
+    out["relu_backward"] = garbage((B, H), dtype)
+    kernels.relu_backward(out["relu_backward"], dout, out["relu_forward"])
+    out["softmax_forward"] = [garbage((B, K), dtype), garbage(B, dtype)]
+    kernels.softmax_cross_entropy_forward(*out["softmax_forward"], logits, labels)
+    out["softmax_backward"] = garbage((B, K), dtype)
+    kernels.softmax_cross_entropy_backward(out["softmax_backward"], out["softmax_forward"][0], labels)
+    p = param.copy()
+    kernels.sgd_update(p, grad, 0.05, 1e-3)
+    out["sgd_update"] = p
+    for nesterov in (False, True):
+        p, v = param.copy(), np.zeros_like(param)
+        for _ in range(2):
+            kernels.momentum_update(p, v, grad, 0.05, 0.9, 1e-3, nesterov)
+        out[f"momentum_update nesterov={nesterov}"] = [p, v]
+    p, m, v = param.copy(), np.zeros_like(param), np.zeros_like(param)
+    for step in (1, 2, 3):
+        kernels.adam_update(p, m, v, grad, 1e-3, 0.9, 0.999, 1e-8, 1e-3, step)
+    out["adam_update"] = [p, m, v]
+    out["gather_batch"] = [garbage((B, D), dtype), np.full(B, -1)]
+    kernels.gather_batch(*out["gather_batch"], images, labels, order, 0, 1 / 255)
+    return out
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs at least 2 Numba threads")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_results_do_not_depend_on_thread_count(rng, dtype):
+    B, D, H, K = 128, 784, 128, 10
+    x = make_input(rng, "sparse", B, D, dtype)
+    weight, bias = make_layer(rng, D, H, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    labels = rng.integers(0, K, B)
+    logits = (3 * rng.standard_normal((B, K))).astype(dtype)
+    param = rng.standard_normal(D * H + H).astype(dtype)
+    grad = rng.standard_normal(D * H + H).astype(dtype)
+    images = rng.integers(0, 256, (B, D), dtype=np.uint8)
+    order = rng.permutation(B)
+    inputs = (x, weight, bias, dout, labels, logits, param, grad, images, order)
+
+    saved = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = run_every_kernel(inputs, dtype)
+        numba.set_num_threads(2)
+        two = run_every_kernel(inputs, dtype)
+    finally:
+        numba.set_num_threads(saved)
+
+    for name in one:
+        a = one[name] if isinstance(one[name], list) else [one[name]]
+        b = two[name] if isinstance(two[name], list) else [two[name]]
+        for i, (u, w) in enumerate(zip(a, b)):
+            assert np.array_equal(u, w, equal_nan=False), f"{name} output {i} differs between 1 and 2 threads"
