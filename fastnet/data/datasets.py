@@ -255,8 +255,16 @@ def _fetch_verified(spec: FileSpec, urls: list[str], folder: Path, *, timeout: f
             try:
                 _download(url, tmp, label=target.name, timeout=timeout, progress=progress)
             except (OSError, ValueError, http.client.HTTPException) as exc:  # URLError is an OSError
-                reason = getattr(exc, "reason", None) or exc
+                if isinstance(exc, urllib.error.HTTPError):
+                    reason = f"HTTP {exc.code} {exc.reason}"
+                else:
+                    reason = getattr(exc, "reason", None) or exc
                 attempts.append(f"{url}: download failed ({reason})")
+                continue
+            with open(tmp, "rb") as f:
+                start = f.read(16)
+            if start[:2] != b"\x1f\x8b":
+                attempts.append(f"{url}: not a gzip file (it starts with {start!r})")
                 continue
             try:
                 check = _checksum_of(tmp, spec)
@@ -284,14 +292,12 @@ def _fetch_verified(spec: FileSpec, urls: list[str], folder: Path, *, timeout: f
     return None
 
 
-def _not_found_message(dataset: str, searched: list[tuple[Path, list[str]]],
+def _not_found_message(dataset: str, searched: list[tuple[Path, str]],
                        attempts: list[str], why_no_download: str | None) -> str:
     lines = [f"could not find the {dataset} data set."]
     if searched:
         lines.append("Looked in:")
-        for folder, missing in searched:
-            state = "does not exist" if not folder.is_dir() else "missing " + ", ".join(missing)
-            lines.append(f"  {folder} ({state})")
+        lines.extend(f"  {folder} ({state})" for folder, state in searched)
     if why_no_download:
         lines.append(f"Did not download: {why_no_download}.")
     if attempts:
@@ -307,12 +313,14 @@ def _not_found_message(dataset: str, searched: list[tuple[Path, list[str]]],
 
 def _locate(dataset: str, dspec: DatasetSpec, data_dir, cache_dir: Path,
             searched: list) -> list[Path] | None:
-    """Paths of the four files in the first folder that holds them all, or None."""
+    """Paths of the four files in the first folder that holds them all, or None.
+
+    Appends each folder that fell short to ``searched``, with the reason.
+    """
     if data_dir is not None:
         folder = Path(data_dir)
         paths, missing = _find_all(folder, dspec)
         if missing:
-            searched.append((folder, missing))
             hint = ""
             if folder.is_dir() and not _find_all(folder / dataset, dspec)[1]:
                 hint = f" (they are in {folder / dataset}: pass that folder instead)"
@@ -330,7 +338,8 @@ def _locate(dataset: str, dspec: DatasetSpec, data_dir, cache_dir: Path,
         paths, missing = _find_all(folder, dspec)
         if not missing:
             return paths
-        searched.append((folder, missing))
+        state = "missing " + ", ".join(missing) if folder.is_dir() else "does not exist"
+        searched.append((folder, state))
     return None
 
 
@@ -413,7 +422,7 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
         raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASETS)}") from None
     cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache = cache_root / name
-    searched: list[tuple[Path, list[str]]] = []
+    searched: list[tuple[Path, str]] = []  # (folder, what was wrong with it)
     paths = _locate(name, dspec, data_dir, cache, searched)
     if paths is None:
         paths = _download_missing(name, dspec, cache, searched, offline=offline, progress=progress,
