@@ -1,0 +1,673 @@
+"""The commands: ``fastnet-train`` trains and saves a model, ``fastnet-eval`` tests a saved one.
+
+Each builds its parser in a function and returns an exit code from
+``main(argv=None)``: 0 done, 1 a runtime error (data missing, a corrupt file,
+a diverging loss), 2 a usage error, 130 interrupted by Ctrl-C. A user error
+is one line on stderr, ``fastnet-train: error: ...``, saying what is wrong
+and what to do; never a traceback.
+
+Results go to stdout (a line per epoch, the test accuracy, the confusion
+matrix), the progress bar to stderr, and only when stderr is a terminal.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from .config import DATASETS, DTYPES, ENGINES, OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
+
+DEFAULT_SAVE = "fastnet-model.npz"
+
+#: Settings a checkpoint fixes; ``--resume`` refuses to change them. (``--epochs``
+#: may raise the number of epochs, ``--threads`` changes no result.)
+_FIXED_ON_RESUME = ("dataset", "hidden", "dtype", "engine", "batch_size", "lr", "optimizer",
+                    "momentum", "weight_decay", "schedule", "seed", "limit", "val_split", "patience")
+
+_DEFAULTS = TrainConfig()
+
+
+class CommandError(Exception):
+    """A runtime error to report as one line (exit code 1)."""
+
+
+# --- parsing -------------------------------------------------------------------------
+
+
+def _hidden(text):
+    """``"256"`` or ``"512,256"`` -> a tuple of widths."""
+    try:
+        widths = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        widths = ()
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected one positive width per hidden layer, comma-separated, like 256 or 512,256; got {text!r}"
+        )
+    return widths
+
+
+def _batch_size(text):
+    """A whole number, or ``full`` for the whole training set in every step."""
+    if text.strip().lower() == "full":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'full', got {text!r}")
+    return value
+
+
+def _count_or_fraction(text):
+    """A fraction in [0, 1), or a whole count of samples."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.1 or a count like 5000, got {text!r}") from None
+    return int(value) if value >= 1 and value.is_integer() else value
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends "(default: ...)" to each option's help, unless the help already says
+    its default or the option is a plain flag."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS))
+                or not action.option_strings):
+            return text
+        return text + " (default: %(default)s)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line: what is wrong, and where to look."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser():
+    """The ``fastnet-train`` parser; its defaults are :class:`~fastnet.config.TrainConfig`'s."""
+    d = _DEFAULTS
+    parser = _Parser(
+        prog="fastnet-train",
+        description="Train a multilayer perceptron on MNIST-like IDX data with hand-written Numba kernels.",
+        epilog=(
+            "After every epoch the model and the training state are written to the --save file\n"
+            "(atomically: a temporary file, then a rename). Ctrl-C stops after saving it (exit code\n"
+            "130); `fastnet-train --resume FILE` continues the run to the same final weights.\n"
+            "Data: --data DIR, else $FASTNET_DATA/<dataset>, else ~/.cache/fastnet/<dataset>, else a\n"
+            "download (not with --offline or FASTNET_OFFLINE=1)."
+        ),
+        formatter_class=_HelpFormatter,
+    )
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the data set to train and test on")
+    data.add_argument("--data", metavar="DIR", default=None,
+                      help="a folder holding the data set's four IDX files (.gz or raw); "
+                           "by default $FASTNET_DATA/<dataset> or the download cache")
+    data.add_argument("--limit", metavar="N", type=_positive_int, default=d.limit,
+                      help="train on the first N training samples only (quick runs); default: all")
+    data.add_argument("--val-split", metavar="F", type=_count_or_fraction, default=d.val_split,
+                      help="hold out this fraction (or count) of the training samples for validation")
+    data.add_argument("--offline", action="store_true", help="never download; fail if the data is not on disk")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--hidden", metavar="H[,H...]", type=_hidden, default=",".join(map(str, d.hidden)),
+                       help="widths of the hidden layers, e.g. 256 or 512,256")
+    model.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="floating-point type of parameters and math")
+    model.add_argument("--engine", choices=ENGINES, default=d.engine,
+                       help="numba: the compiled kernels; numpy: their NumPy reference twins, to compare")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the training set")
+    train.add_argument("--batch-size", metavar="B", type=_batch_size,
+                       default="full" if d.batch_size is None else str(d.batch_size),
+                       help="samples per step, or 'full' for the whole training set in every step")
+    train.add_argument("--lr", type=float, default=d.lr, help="learning rate (at the start of the schedule)")
+    train.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer, help="update rule")
+    train.add_argument("--momentum", type=float, default=d.momentum, help="momentum of momentum and nesterov")
+    train.add_argument("--weight-decay", metavar="WD", type=float, default=d.weight_decay,
+                       help="L2 weight decay (on weights, not biases)")
+    train.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
+                       help=f"learning-rate schedule over the epochs (step: x{d.step_gamma:g} "
+                            f"every {d.step_epochs} epochs)")
+    train.add_argument("--patience", metavar="N", type=_positive_int, default=d.patience,
+                       help="with --val-split: stop after N epochs without a better validation "
+                            "accuracy and keep the best epoch's weights; default: never stop early")
+    train.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights, shuffling and split")
+    train.add_argument("--threads", metavar="N", type=_positive_int, default=d.threads,
+                       help="Numba threads (and BLAS threads for --engine numpy); default: all cores")
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--save", metavar="PATH", default=None,
+                     help=f"where to write the model and checkpoint after every epoch; default: "
+                          f"./{DEFAULT_SAVE}, or the --resume file when resuming")
+    out.add_argument("--no-save", action="store_true", help="write no model and no checkpoint")
+    out.add_argument("--resume", metavar="PATH", default=None,
+                     help="continue the run saved in this checkpoint (with its settings; --epochs may raise "
+                          "the number of epochs)")
+    out.add_argument("--metrics-json", metavar="PATH", default=None,
+                     help="write the settings, per-epoch metrics, test accuracy and versions as JSON")
+    out.add_argument("--plot", metavar="DIR", default=None,
+                     help='write curves.png, confusion.png and misclassified.png here (needs matplotlib: '
+                          'pip install "fastnet[plot]")')
+    out.add_argument("--quiet", "-q", action="store_true",
+                     help="no progress bar, no per-epoch lines, no confusion matrix: just the result")
+    return parser
+
+
+def build_eval_parser():
+    """The ``fastnet-eval`` parser."""
+    parser = _Parser(
+        prog="fastnet-eval",
+        description="Print a saved fastnet model's accuracy and confusion matrix on a test set.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model or checkpoint written by fastnet-train")
+    parser.add_argument("--dataset", choices=DATASETS, default=None,
+                        help="the data set to test on; default: the one the model was trained on (else mnist)")
+    parser.add_argument("--data", metavar="DIR", default=None, help="a folder holding the data set's four IDX files")
+    parser.add_argument("--offline", action="store_true", help="never download; fail if the data is not on disk")
+    parser.add_argument("--engine", choices=ENGINES, default=_DEFAULTS.engine, help="which kernels run the model")
+    parser.add_argument("--threads", metavar="N", type=_positive_int, default=None,
+                        help="Numba (and BLAS) threads; default: all cores")
+    return parser
+
+
+def _explicit(parser, argv):
+    """The destinations of the options given on the command line (not left at their defaults)."""
+    probe = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_true"
+            probe.add_argument(*action.option_strings, **kwargs)
+    known, _ = probe.parse_known_args(argv)
+    return set(vars(known))
+
+
+def _option(name):
+    return "--" + name.replace("_", "-")
+
+
+def _config_message(exc):
+    """A ConfigError's message with the setting named as its option (``batch_size`` -> ``--batch-size``)."""
+    text = str(exc)
+    name, sep, rest = text.partition(":")
+    if sep and name in {f.name for f in fields(TrainConfig)}:
+        return f"{_option(name)}:{rest}"
+    return text
+
+
+def _check_threads(parser, threads):
+    if threads is None:
+        return
+    import numba
+
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        parser.error(f"--threads: at most {numba.config.NUMBA_NUM_THREADS} on this machine "
+                     f"(NUMBA_NUM_THREADS), got {threads}")
+
+
+# --- errors ----------------------------------------------------------------------------
+
+
+def _data_error(exc):
+    """One line for a data set that could not be found or read."""
+    from .data import DatasetError, DatasetNotFoundError, IdxFormatError
+
+    if isinstance(exc, DatasetNotFoundError):
+        lines = str(exc).splitlines()
+        first = lines[0].rstrip(".")
+        if first.startswith("data_dir "):
+            return (f"--data {first[len('data_dir '):]}; pass a folder that holds all four "
+                    "(or drop --data to use $FASTNET_DATA or the download cache)")
+        folders = [m.group(1) for m in (re.match(r"  (\S.*?) \((?:does not exist|missing .*)\)$", line)
+                                        for line in lines) if m]
+        why = next((line[len("Did not download: "):].rstrip(".") for line in lines
+                    if line.startswith("Did not download: ")), None)
+        where = f" in {', '.join(folders)}" if folders else ""
+        if why == "offline=True":
+            why = "--offline"
+        tried = lines[lines.index("Tried to download:") + 1:] if "Tried to download:" in lines else []
+        tried = [line.strip() for line in tried if line.startswith("  ")]
+        if why:
+            reason = f" and downloading is off ({why})"
+        elif tried:
+            more = f" and {len(tried) - 1} more" if len(tried) > 1 else ""
+            reason = f" and the download failed ({tried[0]}{more})"
+        else:
+            reason = " and the download failed"
+        return (f"{first}{where}{reason}; pass --data DIR (a folder holding its four IDX files) "
+                f"or set FASTNET_DATA to a folder that holds {_dataset_in(exc)}/")
+    if isinstance(exc, IdxFormatError):
+        return f"{exc}; the file is damaged: replace it with a good copy (or delete it to download it again)"
+    if isinstance(exc, DatasetError):
+        return f"{exc}; replace the data set's files with good copies"
+    return str(exc)
+
+
+def _dataset_in(exc):
+    """The data set named in a not-found message ("could not find the mnist data set")."""
+    m = re.search(r"the (\S+) data set", str(exc))
+    return m.group(1) if m else "<dataset>"
+
+
+def _model_error(exc, path):
+    from .model import ModelFormatError
+
+    if isinstance(exc, FileNotFoundError):
+        return f"{path}: no such file; pass the path of a model written by fastnet-train --save"
+    if isinstance(exc, ModelFormatError):
+        return f"{exc}; pass a model written by fastnet-train --save"
+    if isinstance(exc, IsADirectoryError):
+        return f"{path}: is a folder; pass the path of a model file"
+    return f"{path}: cannot read it ({exc})"
+
+
+def _fail(prog, message):
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
+def _load_data(dataset, data_dir, offline):
+    from .data import DatasetError, DatasetNotFoundError, IdxFormatError, load_dataset
+
+    try:
+        return load_dataset(dataset, data_dir, offline=offline)
+    except (DatasetNotFoundError, IdxFormatError, DatasetError) as exc:
+        raise CommandError(_data_error(exc)) from None
+    except PermissionError as exc:
+        raise CommandError(f"cannot read the {dataset} files: {exc}") from None
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def _percent(x):
+    return "n/a" if x is None or not math.isfinite(x) else f"{100 * x:.2f}%"
+
+
+def format_epoch(m, epochs):
+    """One line for :class:`~fastnet.train.EpochMetrics` ``m``."""
+    width = len(str(epochs))
+    parts = [f"epoch {m.epoch:>{width}}/{epochs}", f"lr {m.lr:.4g}", f"loss {m.loss:.4f}",
+             f"train {_percent(m.train_accuracy)}"]
+    if m.val_accuracy is not None:
+        parts.append(f"val {_percent(m.val_accuracy)}")
+    parts.append(f"{m.seconds:.2f} s")
+    sps = m.samples_per_second
+    parts.append(f"{sps:,.0f} samples/s" if math.isfinite(sps) else "- samples/s")
+    return "  ".join(parts)
+
+
+def format_confusion(confusion):
+    """The confusion matrix as text: rows true class, columns predicted."""
+    k = confusion.shape[0]
+    width = max(len(str(int(confusion.max(initial=0)))), len(str(k - 1))) + 1
+    lines = ["confusion matrix (rows: true class, columns: predicted):",
+             "true " + "".join(f"{j:>{width}}" for j in range(k))]
+    for i in range(k):
+        lines.append(f"{i:>4} " + "".join(f"{int(v):>{width}}" for v in confusion[i]))
+    return "\n".join(lines)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def _write_json(path, document):
+    """Write ``document`` as JSON to ``path`` via a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_finite_or_none(document), indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def metrics_document(trainer, result, compile_seconds, evaluation, saved, stop_reason):
+    """The ``--metrics-json`` document."""
+    import numba
+    import numpy
+
+    from . import __version__
+
+    return {
+        "config": trainer.config.to_dict(),
+        "epochs": [asdict(m) for m in trainer.history],
+        "compile_seconds": compile_seconds,
+        "train_seconds": sum(m.seconds for m in trainer.history),
+        "stop_reason": stop_reason,
+        "best_epoch": result.best_epoch if result is not None else None,
+        "test_accuracy": evaluation.accuracy if evaluation is not None else None,
+        "test_loss": evaluation.loss if evaluation is not None else None,
+        "confusion_matrix": evaluation.confusion.tolist() if evaluation is not None else None,
+        "model": str(saved) if saved else None,
+        "versions": {"fastnet": __version__, "numba": numba.__version__, "numpy": numpy.__version__,
+                     "python": sys.version.split()[0]},
+    }
+
+
+class _Progress:
+    """The callbacks that show a run: a tqdm bar per epoch (stderr, terminals only, and only
+    when an epoch takes more than one step) and a line per epoch (stdout)."""
+
+    def __init__(self, trainer, *, quiet, checkpoint):
+        self.trainer = trainer
+        self.quiet = quiet
+        self.checkpoint = checkpoint
+        self.show_bar = (not quiet and sys.stderr is not None and sys.stderr.isatty()
+                         and trainer.batches_per_epoch > 1)
+        self.bar = None
+
+    def on_progress(self, done, total):
+        if not self.show_bar:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            c = self.trainer.config
+            self.bar = tqdm(total=total, initial=0, desc=f"epoch {self.trainer.epoch + 1}/{c.epochs}",
+                            unit="batch", leave=False, dynamic_ncols=True, file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def close_bar(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_epoch(self, metrics):
+        self.close_bar()
+        if self.checkpoint is not None:
+            self.checkpoint()
+        if not self.quiet:
+            print(format_epoch(metrics, self.trainer.config.epochs), flush=True)
+
+
+class _StopOnSigint:
+    """First Ctrl-C: ask the run to stop at the next chunk of batches; second: abort now."""
+
+    def __init__(self, prog):
+        self.prog = prog
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{self.prog}: stopping after the current batch and saving a checkpoint "
+              "(Ctrl-C again to abort at once)", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def installed(self):
+        try:
+            previous = signal.signal(signal.SIGINT, self)
+        except ValueError:  # not the main thread: leave Ctrl-C alone
+            yield self
+            return
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+# --- fastnet-train ---------------------------------------------------------------------------
+
+
+def main(argv=None):
+    """``fastnet-train``: returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    explicit = _explicit(parser, sys.argv[1:] if argv is None else argv)
+    prog = parser.prog
+    try:
+        return _train(parser, args, explicit)
+    except CommandError as exc:
+        return _fail(prog, exc)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _validate(parser, args, explicit):
+    """Check the options that argparse alone cannot; returns the TrainConfig of a new run (None with --resume)."""
+    if args.no_save and "save" in explicit:
+        parser.error("--save and --no-save: choose one")
+    if args.plot is not None:
+        from .plots import PlotDependencyError, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except PlotDependencyError as exc:
+            parser.error(f"--plot: {exc}")
+    _check_threads(parser, args.threads)
+    if args.resume is not None:
+        fixed = sorted(name for name in _FIXED_ON_RESUME if name in explicit)
+        if fixed:
+            parser.error(f"{', '.join(map(_option, fixed))}: cannot be changed when resuming; "
+                         "the checkpoint holds the run's settings (only --epochs and --threads may be given)")
+        return None
+    try:
+        return TrainConfig(
+            dataset=args.dataset, hidden=args.hidden, dtype=args.dtype, engine=args.engine,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+            momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
+            val_split=args.val_split, patience=args.patience, limit=args.limit, seed=args.seed,
+            threads=args.threads,
+        )
+    except ConfigError as exc:
+        parser.error(_config_message(exc))
+
+
+def _read_checkpoint_config(path):
+    """The TrainConfig stored in the checkpoint ``path``, or a CommandError saying why not."""
+    from .model import MLP, ModelFormatError
+
+    try:
+        _, _, meta = MLP.load(path, with_state=True)
+    except (OSError, ModelFormatError) as exc:
+        raise CommandError(_model_error(exc, path)) from None
+    if not meta or "config" not in meta:
+        raise CommandError(f"{path}: a fastnet model, but not a checkpoint (no training state in it); "
+                           "--resume needs a file saved by fastnet-train during training")
+    try:
+        return TrainConfig.from_dict(meta["config"])
+    except (ConfigError, TypeError) as exc:
+        raise CommandError(f"{path}: the checkpoint's settings are not valid: {exc}") from None
+
+
+def _train(parser, args, explicit):
+    config = _validate(parser, args, explicit)
+    prog = parser.prog
+
+    def out(*text, **kwargs):
+        if not args.quiet:
+            print(*text, **kwargs)
+
+    if args.resume is not None:
+        config = _read_checkpoint_config(args.resume)
+    save = None if args.no_save else Path(args.save or args.resume or DEFAULT_SAVE)
+
+    import numba
+
+    from . import __version__
+    from .model import ModelFormatError
+    from .train import Trainer, TrainingDiverged, evaluate, thread_limit
+
+    data = _load_data(config.dataset, args.data, args.offline)
+
+    if args.resume is not None:
+        try:
+            trainer = Trainer.from_checkpoint(args.resume, data.train_images, data.train_labels,
+                                              epochs=args.epochs if "epochs" in explicit else None)
+        except (OSError, ModelFormatError) as exc:
+            raise CommandError(_model_error(exc, args.resume)) from None
+        except (ValueError, ConfigError) as exc:
+            raise CommandError(f"{args.resume}: cannot resume: {_config_message(exc)}") from None
+        if "threads" in explicit:
+            trainer.config = trainer.config.replace(threads=args.threads)
+    else:
+        try:
+            trainer = Trainer(config, data.train_images, data.train_labels)
+        except ValueError as exc:
+            parser.error(_config_message(exc))
+    config = trainer.config
+
+    threads = config.threads or numba.get_num_threads()
+    sizes = "-".join(map(str, trainer.model.sizes))
+    n_val = 0 if trainer.val_images is None else trainer.val_images.shape[0]
+    batch = "full batch" if trainer.batch_size == trainer.n_train else f"batches of {trainer.batch_size}"
+    out(f"fastnet {__version__}: {config.dataset}, {trainer.n_train} training"
+        f"{f' + {n_val} validation' if n_val else ''} samples, {sizes} {config.dtype}, {batch}, "
+        f"{config.optimizer}, {config.engine} engine, {threads} thread{'s' * (threads != 1)}", flush=True)
+    if args.resume is not None:
+        where = f"epoch {trainer.epoch + 1}" + (f", batch {trainer.batch + 1}" if trainer.batch else "")
+        if trainer.epoch >= config.epochs:
+            out(f"resuming {args.resume}: all {config.epochs} epochs are done (--epochs N to train further)")
+        else:
+            out(f"resuming {args.resume} at {where}", flush=True)
+
+    def save_checkpoint():
+        if save is None:
+            return
+        try:
+            trainer.save_checkpoint(save)
+        except OSError as exc:
+            raise CommandError(f"cannot write the checkpoint {save}: {exc.strerror or exc}; "
+                               "pass --save a writable path") from None
+
+    stop = _StopOnSigint(prog)
+    progress = _Progress(trainer, quiet=args.quiet, checkpoint=save_checkpoint)
+    with thread_limit(config.threads):
+        compile_seconds = trainer.warmup()
+        label = "compiled the kernels" if config.engine == "numba" else "warmed up the numpy engine"
+        out(f"{label} in {compile_seconds:.2f} s (not counted in the epoch times)", flush=True)
+        try:
+            with stop.installed():
+                result = trainer.run(on_epoch=progress.on_epoch, on_progress=progress.on_progress,
+                                     should_stop=lambda: stop.requested)
+        except TrainingDiverged as exc:
+            progress.close_bar()
+            raise CommandError(f"{exc}") from None
+        finally:
+            progress.close_bar()
+
+        if result.stop_reason == "interrupted":
+            save_checkpoint()
+            where = f"epoch {trainer.epoch + 1}, batch {trainer.batch} of {trainer.batches_per_epoch}"
+            if save is not None:
+                print(f"{prog}: interrupted at {where}; saved the checkpoint to {save}; "
+                      f"continue with: fastnet-train --resume {save}", file=sys.stderr, flush=True)
+            else:
+                print(f"{prog}: interrupted at {where}; nothing saved (--no-save)", file=sys.stderr, flush=True)
+            if args.metrics_json:
+                _write_json(args.metrics_json,
+                            metrics_document(trainer, result, compile_seconds, None, save, "interrupted"))
+            return 130
+
+        save_checkpoint()
+        if result.stop_reason == "early_stopping":
+            out(f"stopped early: no better validation accuracy for {config.patience} epochs; "
+                f"keeping the weights of epoch {result.best_epoch}")
+        evaluation = evaluate(trainer.model, data.test_images, data.test_labels, engine=config.engine)
+
+    train_seconds = sum(m.seconds for m in trainer.history)
+    correct = int(evaluation.confusion.trace())
+    print(f"test accuracy {_percent(evaluation.accuracy)} ({correct} of {len(data.test_labels)}), "
+          f"after {trainer.epoch} epochs in {train_seconds:.2f} s of training "
+          f"(+ {compile_seconds:.2f} s compiling)", flush=True)
+    out(format_confusion(evaluation.confusion))
+    if args.metrics_json:
+        try:
+            _write_json(args.metrics_json,
+                        metrics_document(trainer, result, compile_seconds, evaluation, save, result.stop_reason))
+        except OSError as exc:
+            raise CommandError(f"cannot write {args.metrics_json}: {exc.strerror or exc}") from None
+        out(f"wrote metrics to {args.metrics_json}")
+    if args.plot:
+        from .plots import write_all
+
+        try:
+            paths = write_all(args.plot, history=trainer.history, evaluation=evaluation,
+                              test_images=data.test_images, test_labels=data.test_labels,
+                              dataset=config.dataset)
+        except OSError as exc:
+            raise CommandError(f"cannot write plots to {args.plot}: {exc.strerror or exc}") from None
+        out(f"wrote plots: {', '.join(str(p) for p in paths)}")
+    if save is not None:
+        print(f"saved the model (and its checkpoint) to {save}", flush=True)
+    return 0
+
+
+# --- fastnet-eval ---------------------------------------------------------------------------
+
+
+def eval_main(argv=None):
+    """``fastnet-eval MODEL``: print a saved model's test accuracy and confusion matrix."""
+    parser = build_eval_parser()
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    _check_threads(parser, args.threads)
+    try:
+        return _evaluate(args)
+    except CommandError as exc:
+        return _fail(prog, exc)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def _evaluate(args):
+    from .model import MLP, ModelFormatError
+    from .train import evaluate, thread_limit
+
+    try:
+        model, _, meta = MLP.load(args.model, with_state=True)
+    except (OSError, ModelFormatError) as exc:
+        raise CommandError(_model_error(exc, args.model)) from None
+    dataset = args.dataset or ((meta or {}).get("config") or {}).get("dataset") or "mnist"
+    data = _load_data(dataset, args.data, args.offline)
+    n_pixels = data.test_images[0].size
+    if model.sizes[0] != n_pixels:
+        raise CommandError(f"{args.model}: the model takes {model.sizes[0]} inputs, but {dataset}'s images "
+                           f"have {n_pixels} pixels; pass the data set it was trained on (--dataset)")
+    t0 = time.perf_counter()
+    with thread_limit(args.threads):
+        evaluation = evaluate(model, data.test_images, data.test_labels, engine=args.engine)
+    seconds = time.perf_counter() - t0
+    correct = int(evaluation.confusion.trace())
+    print(f"{args.model}: {'-'.join(map(str, model.sizes))} {model.dtype}, {dataset} test set")
+    print(f"test accuracy {_percent(evaluation.accuracy)} ({correct} of {len(data.test_labels)}), "
+          f"loss {evaluation.loss:.4f}, {seconds:.2f} s")
+    print(format_confusion(evaluation.confusion))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
