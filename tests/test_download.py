@@ -10,6 +10,7 @@ Mirrors used below:
 import functools
 import gzip
 import http.server
+import re
 import socket
 import threading
 import warnings
@@ -147,7 +148,7 @@ def test_each_kind_of_corrupt_file_is_rejected(tmp_path, servers, logs, mnist_di
     for j, name in enumerate(NAMES):  # all but file i are already there
         if j != i:
             (cache / (name + ".gz")).write_bytes((mnist_dir / (name + ".gz")).read_bytes())
-    with pytest.raises(DatasetNotFoundError, match=__import__("re").escape(reason)):
+    with pytest.raises(DatasetNotFoundError, match=re.escape(reason)):
         load_dataset("mnist", cache_dir=tmp_path / "cache", mirrors=[servers["corrupt"].url],
                      progress=False)
     assert not (cache / (NAMES[i] + ".gz")).exists()

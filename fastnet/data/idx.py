@@ -21,8 +21,8 @@ file, what was expected and what was found.
 from __future__ import annotations
 
 import gzip
-import io
 import os
+import sys
 import tempfile
 import zlib
 from pathlib import Path
@@ -49,6 +49,7 @@ TYPE_CODES = {
 _CODE_OF_DTYPE = {dtype: code for code, dtype in TYPE_CODES.items()}
 #: Unsigned integer dtype of each item size, to byte-swap any payload as integers.
 _SWAP_VIEW = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+_LITTLE_ENDIAN = sys.byteorder == "little"
 
 _GZIP_MAGIC = b"\x1f\x8b"
 #: Deflate cannot expand data by more than 1032:1; a header promising more
@@ -152,13 +153,18 @@ def _new_output(header: IdxHeader, scale, name: str) -> np.ndarray:
             f"{name}: header says {_dims_text(header.shape)} {header.dtype}, expected dimensions "
             f"whose product fits this machine's array size, found {span} bytes (corrupt header?)"
         )
-    dtype = np.float32 if scale is not None and header.dtype == np.uint8 else header.dtype
+    dtype = np.float32 if _fused(header, scale) else header.dtype
     return np.empty(header.shape, dtype=dtype)
+
+
+def _fused(header: IdxHeader, scale) -> bool:
+    """Whether the read converts to float32 on the fly (a uint8 file read with ``scale``)."""
+    return scale is not None and header.dtype == np.uint8
 
 
 def _finish(out: np.ndarray, header: IdxHeader, scale) -> np.ndarray:
     """Turn the big-endian payload now in ``out`` into native values (and scale them)."""
-    if header.dtype.itemsize > 1:
+    if header.dtype.itemsize > 1 and _LITTLE_ENDIAN:
         _idx.byteswap_inplace(out.reshape(-1).view(_SWAP_VIEW[header.dtype.itemsize]))
     if scale is not None:  # not a uint8 file, so not fused: convert after the read
         out = out.astype(np.float32, copy=False)
@@ -193,13 +199,16 @@ def _gunzip_pieces(data, name: str) -> Iterator[bytes]:
                 yield piece
         pos -= len(inflater.unused_data)
         rest = view[pos:]
-        if not rest or not bytes(rest).strip(b"\0"):
+        if not rest:
             return
-        if rest[:2] != _GZIP_MAGIC:
-            raise IdxFormatError(
-                f"{name}: {len(rest)} bytes of trailing garbage after the gzip stream "
-                f"at offset {pos}, expected another gzip member or the end of the file"
-            )
+        if rest[:2] == _GZIP_MAGIC:  # another member
+            continue
+        if not bytes(rest).strip(b"\0"):  # zero padding, as gzip allows
+            return
+        raise IdxFormatError(
+            f"{name}: {len(rest)} bytes of trailing garbage after the gzip stream "
+            f"at offset {pos}, expected another gzip member or the end of the file"
+        )
 
 
 def _read_gzip(data, name: str, scale) -> np.ndarray:
@@ -222,7 +231,7 @@ def _read_gzip(data, name: str, scale) -> np.ndarray:
         # allocate what the header asks for.
         _check_payload(header, len(head) - header.size + sum(len(p) for p in pieces), name)
     out = _new_output(header, scale, name)
-    fused = out.dtype == np.float32 and header.dtype == np.uint8
+    fused = _fused(header, scale)
     flat = out.reshape(-1) if fused else out.reshape(-1).view(np.uint8)
     filled = 0
 
@@ -254,7 +263,7 @@ def _read_raw_bytes(data, name: str, scale) -> np.ndarray:
     _check_payload(header, len(data) - header.size, name)
     out = _new_output(header, scale, name)
     payload = data[header.size:]
-    if out.dtype == np.float32 and header.dtype == np.uint8:
+    if _fused(header, scale):
         _idx.scale_u8_to_f32(out.reshape(-1), payload, scale)
         return out
     out.reshape(-1).view(np.uint8)[:] = np.frombuffer(payload, np.uint8)
@@ -283,7 +292,7 @@ def _read_raw_file(f, name: str, scale) -> np.ndarray:
     _check_payload(header, file_size - header.size, name)
     out = _new_output(header, scale, name)
     expected = header.payload_bytes
-    if out.dtype == np.float32 and header.dtype == np.uint8:
+    if _fused(header, scale):
         flat = out.reshape(-1)
         buf = np.empty(min(_RAW_CHUNK, expected), np.uint8)
         done = 0
@@ -296,7 +305,7 @@ def _read_raw_file(f, name: str, scale) -> np.ndarray:
         _readinto_full(f, out.reshape(-1).view(np.uint8), name, header, 0)
     if f.read(1):  # the file grew since fstat
         _check_payload(header, expected + 1, name)
-    return out if out.dtype == np.float32 and header.dtype == np.uint8 else _finish(out, header, scale)
+    return out if _fused(header, scale) else _finish(out, header, scale)
 
 
 def read_idx(source: Source, *, scale: float | None = None) -> np.ndarray:
