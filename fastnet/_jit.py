@@ -11,6 +11,9 @@ downstream still sees a NaN the kernels produced.
 from numba import njit
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+#: For kernels whose grouping of terms carries their accuracy: the loss
+#: ``log(sum) - (logit - max)`` must not be regrouped as ``(log(sum) + max) - logit``.
+FASTMATH_ORDERED = FASTMATH - {"reassoc"}
 
 #: Options of every serial kernel.
 SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", boundscheck=False)
@@ -18,9 +21,12 @@ SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", bo
 PARALLEL = dict(SERIAL, parallel=True)
 
 
-def jit(fn=None, *, parallel=False):
-    """Compile ``fn`` with fastnet's options; ``@jit`` or ``@jit(parallel=True)``."""
-    options = PARALLEL if parallel else SERIAL
+def jit(fn=None, *, parallel=False, reassoc=True):
+    """Compile ``fn`` with fastnet's options: ``@jit``, ``@jit(parallel=True)``;
+    ``reassoc=False`` keeps the order of floating-point operations as written."""
+    options = dict(PARALLEL if parallel else SERIAL)
+    if not reassoc:
+        options["fastmath"] = FASTMATH_ORDERED
     if fn is None:
         return lambda f: njit(**options)(f)
     return njit(**options)(fn)

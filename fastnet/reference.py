@@ -53,9 +53,10 @@ def relu_forward(out, inp):
 
 
 def relu_backward(dinp, dout, out):
-    """``dinp = dout * relu'(z)``, where ``relu'(z)`` is 1 where the output is positive and 0 elsewhere."""
+    """``dinp = dout * relu'(z)``, where ``relu'(z)`` is 1 where the output is positive and 0 elsewhere
+    (written as a selection, so a unit that is off passes back exactly 0)."""
     # dout (B, H), out (B, H), dinp (B, H)
-    np.multiply(dout, out > 0, out=dinp)
+    np.copyto(dinp, np.where(out > 0, dout, 0))
 
 
 # --- softmax and cross-entropy --------------------------------------------------
@@ -149,8 +150,7 @@ def classic_gradient_descent(X, labels, X_test, labels_test, *, hidden=10, itera
         W <- W - lr * dW    b <- b - lr * db
 
     ``init="uniform"`` draws every weight and bias from U(-0.5, 0.5);
-    ``init="normal"`` draws weights from N(0, 0.01^2)... scaled small and zero
-    biases. Returns ``(params, test_accuracy)`` with ``params`` a dict of
+    ``init="normal"`` draws weights from N(0, 0.01^2) and starts biases at 0. Returns ``(params, test_accuracy)`` with ``params`` a dict of
     ``W1, b1, W2, b2``. ``callback(iteration, accuracy_on_train)`` is called
     every 10 iterations when given.
     """

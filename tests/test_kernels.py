@@ -288,21 +288,13 @@ def test_softmax_huge_logits_stay_finite(impl, dtype):
     np.testing.assert_allclose(probs[3], [0.5, 0.5, 0], rtol=1e-6, atol=1e-30)
 
 
-REASSOC_BUG = pytest.mark.xfail(strict=True, reason=(
-    "BUG fastnet/kernels/loss.py softmax_cross_entropy_forward: the 'reassoc' flag in "
-    "fastnet/_jit.py FASTMATH lets LLVM regroup log(total) - (logit - top) as "
-    "(log(total) + top) - logit, so the loss loses all digits below the ulp of the "
-    "logits: [[1e4, 1e4, -1e4]] float32 label 1 gives 0.6933594, not log 2 = 0.6931472; "
-    "[[1e12, 1e12]] float32 gives 0.0, float64 gives 0.693115234375"))
-
-
 @pytest.mark.parametrize("impl,dtype,big", [
     pytest.param(reference, np.float32, 1e4, id="reference-float32-1e4"),
     pytest.param(reference, np.float32, 1e12, id="reference-float32-1e12"),
     pytest.param(reference, np.float64, 1e12, id="reference-float64-1e12"),
-    pytest.param(kernels, np.float32, 1e4, marks=REASSOC_BUG, id="kernels-float32-1e4"),
-    pytest.param(kernels, np.float32, 1e12, marks=REASSOC_BUG, id="kernels-float32-1e12"),
-    pytest.param(kernels, np.float64, 1e12, marks=REASSOC_BUG, id="kernels-float64-1e12"),
+    pytest.param(kernels, np.float32, 1e4, id="kernels-float32-1e4"),
+    pytest.param(kernels, np.float32, 1e12, id="kernels-float32-1e12"),
+    pytest.param(kernels, np.float64, 1e12, id="kernels-float64-1e12"),
 ])
 def test_softmax_loss_keeps_precision_at_large_logits(impl, dtype, big):
     """Shifting by the row max makes the loss depend only on logit differences,

@@ -21,9 +21,10 @@ def relu_forward(out, inp):
 
 @jit(parallel=True)
 def relu_backward(dinp, dout, out):
-    """Overwrite ``dinp`` with ``dout * (out > 0)``; ``dinp`` may be ``dout`` itself.
+    """Overwrite ``dinp`` with ``dout`` where ``out > 0`` and 0 elsewhere; ``dinp`` may be ``dout`` itself.
 
-    ``out`` is the ReLU's output: ``out > 0`` exactly where its input was.
+    ``out`` is the ReLU's output: ``out > 0`` exactly where its input was. A
+    unit that is off passes no gradient back, not even a NaN.
     """
     # dout (B, H), out (B, H), dinp (B, H)
     B, H = out.shape

@@ -9,7 +9,8 @@ def linear_forward(out, inp, weight, bias):
     """Overwrite ``out`` with ``inp @ weight + bias``.
 
     Each row of ``out`` starts at the bias and gains ``inp[b, d] * weight[d]``
-    for every non-zero input ``d``: a zero input costs one comparison.
+    for every non-zero input ``d``: a zero input costs one comparison (and
+    so a zero input times an infinite weight adds nothing, not NaN).
     Parallel over the batch; every row is computed by one thread in one
     fixed order, so the result does not depend on the thread count.
     """

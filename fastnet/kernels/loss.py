@@ -6,7 +6,7 @@ from numba import prange
 from .._jit import jit
 
 
-@jit(parallel=True)
+@jit(parallel=True, reassoc=False)
 def softmax_cross_entropy_forward(probs, losses, logits, labels):
     """Overwrite ``probs`` with ``softmax(logits)`` row by row, and ``losses``
     with each row's cross-entropy ``-log probs[b, labels[b]]``.
