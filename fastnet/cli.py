@@ -285,6 +285,13 @@ def _model_error(exc, path):
     return f"{path}: cannot read it ({exc})"
 
 
+def _closed_stdout():
+    """stdout went away (``fastnet-train | head``): stop quietly, as Unix tools do."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush fails no more
+    return 1
+
+
 def _fail(prog, message):
     print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
     return 1
@@ -453,6 +460,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:
+        return _closed_stdout()
 
 
 def _validate(parser, args, explicit):
@@ -641,6 +650,8 @@ def eval_main(argv=None):
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         return 130
+    except BrokenPipeError:
+        return _closed_stdout()
 
 
 def _evaluate(args):
