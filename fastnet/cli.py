@@ -232,8 +232,8 @@ def _check_threads(parser, threads):
 # --- errors ----------------------------------------------------------------------------
 
 
-def _data_error(exc):
-    """One line for a data set that could not be found or read."""
+def _data_error(exc, dataset):
+    """One line for the data set ``dataset`` that could not be found or read."""
     from .data import DatasetError, DatasetNotFoundError, IdxFormatError
 
     if isinstance(exc, DatasetNotFoundError):
@@ -259,18 +259,12 @@ def _data_error(exc):
         else:
             reason = " and the download failed"
         return (f"{first}{where}{reason}; pass --data DIR (a folder holding its four IDX files) "
-                f"or set FASTNET_DATA to a folder that holds {_dataset_in(exc)}/")
+                f"or set FASTNET_DATA to a folder that holds {dataset}/")
     if isinstance(exc, IdxFormatError):
         return f"{exc}; the file is damaged: replace it with a good copy (or delete it to download it again)"
     if isinstance(exc, DatasetError):
         return f"{exc}; replace the data set's files with good copies"
     return str(exc)
-
-
-def _dataset_in(exc):
-    """The data set named in a not-found message ("could not find the mnist data set")."""
-    m = re.search(r"the (\S+) data set", str(exc))
-    return m.group(1) if m else "<dataset>"
 
 
 def _model_error(exc, path):
@@ -303,8 +297,8 @@ def _load_data(dataset, data_dir, offline):
     try:
         return load_dataset(dataset, data_dir, offline=offline)
     except (DatasetNotFoundError, IdxFormatError, DatasetError) as exc:
-        raise CommandError(_data_error(exc)) from None
-    except PermissionError as exc:
+        raise CommandError(_data_error(exc, dataset)) from None
+    except OSError as exc:
         raise CommandError(f"cannot read the {dataset} files: {exc}") from None
 
 
@@ -356,6 +350,13 @@ def _write_json(path, document):
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_finite_or_none(document), indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def _write_metrics(path, document):
+    try:
+        _write_json(path, document)
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}; pass --metrics-json a writable path") from None
 
 
 def metrics_document(trainer, result, compile_seconds, evaluation, saved, stop_reason):
@@ -556,11 +557,13 @@ def _train(parser, args, explicit):
         f"{f' + {n_val} validation' if n_val else ''} samples, {sizes} {config.dtype}, {batch}, "
         f"{config.optimizer}, {config.engine} engine, {threads} thread{'s' * (threads != 1)}", flush=True)
     if args.resume is not None:
-        where = f"epoch {trainer.epoch + 1}" + (f", batch {trainer.batch + 1}" if trainer.batch else "")
+        where = f"at epoch {trainer.epoch + 1}"
+        if trainer.batch:
+            where = f"in epoch {trainer.epoch + 1} at batch {trainer.batch + 1} of {trainer.batches_per_epoch}"
         if trainer.epoch >= config.epochs:
             out(f"resuming {args.resume}: all {config.epochs} epochs are done (--epochs N to train further)")
         else:
-            out(f"resuming {args.resume} at {where}", flush=True)
+            out(f"resuming {args.resume} {where}", flush=True)
 
     def save_checkpoint():
         if save is None:
@@ -582,22 +585,24 @@ def _train(parser, args, explicit):
                 result = trainer.run(on_epoch=progress.on_epoch, on_progress=progress.on_progress,
                                      should_stop=lambda: stop.requested)
         except TrainingDiverged as exc:
-            progress.close_bar()
-            raise CommandError(f"{exc}") from None
+            raise CommandError(str(exc)) from None
         finally:
             progress.close_bar()
 
         if result.stop_reason == "interrupted":
             save_checkpoint()
-            where = f"epoch {trainer.epoch + 1}, batch {trainer.batch} of {trainer.batches_per_epoch}"
+            if trainer.batch:
+                where = f"in epoch {trainer.epoch + 1} after batch {trainer.batch} of {trainer.batches_per_epoch}"
+            else:
+                where = f"after epoch {trainer.epoch}"
             if save is not None:
-                print(f"{prog}: interrupted at {where}; saved the checkpoint to {save}; "
+                print(f"{prog}: interrupted {where}; saved the checkpoint to {save}; "
                       f"continue with: fastnet-train --resume {save}", file=sys.stderr, flush=True)
             else:
-                print(f"{prog}: interrupted at {where}; nothing saved (--no-save)", file=sys.stderr, flush=True)
+                print(f"{prog}: interrupted {where}; nothing saved (--no-save)", file=sys.stderr, flush=True)
             if args.metrics_json:
-                _write_json(args.metrics_json,
-                            metrics_document(trainer, result, compile_seconds, None, save, "interrupted"))
+                _write_metrics(args.metrics_json,
+                               metrics_document(trainer, result, compile_seconds, None, save, "interrupted"))
             return 130
 
         save_checkpoint()
@@ -613,11 +618,8 @@ def _train(parser, args, explicit):
           f"(+ {compile_seconds:.2f} s compiling)", flush=True)
     out(format_confusion(evaluation.confusion))
     if args.metrics_json:
-        try:
-            _write_json(args.metrics_json,
-                        metrics_document(trainer, result, compile_seconds, evaluation, save, result.stop_reason))
-        except OSError as exc:
-            raise CommandError(f"cannot write {args.metrics_json}: {exc.strerror or exc}") from None
+        _write_metrics(args.metrics_json,
+                       metrics_document(trainer, result, compile_seconds, evaluation, save, result.stop_reason))
         out(f"wrote metrics to {args.metrics_json}")
     if args.plot:
         from .plots import write_all

@@ -312,7 +312,7 @@ def test_sigint_saves_and_resume_gives_the_uninterrupted_weights(env, capsys):
 
     code, out, err = run_main(capsys, "--resume", "run.npz")
     assert code == 0, err
-    resumed = re.search(r"resuming run.npz at epoch (\d+)", out)
+    resumed = re.search(r"resuming run.npz (?:at|in) epoch (\d+)", out)
     assert resumed and int(resumed.group(1)) >= 2, out
     assert len([line for line in out.splitlines() if line.startswith("epoch ")]) <= 5
 
@@ -336,12 +336,12 @@ def test_sigint_mid_epoch_then_resume_is_bit_identical(env, capsys, monkeypatch)
     monkeypatch.setattr(cli._Progress, "on_progress", on_progress)
     code, out, err = run_main(capsys, *argv, "--save", "run.npz")
     assert code == 130, err
-    assert "interrupted at epoch 2, batch" in err
+    assert "interrupted in epoch 2 after batch" in err
     monkeypatch.setattr(cli._Progress, "on_progress", original)
 
     code, out, err = run_main(capsys, "--resume", "run.npz")
     assert code == 0, err
-    assert "resuming run.npz at epoch 2, batch" in out
+    assert "resuming run.npz in epoch 2 at batch" in out
     np.testing.assert_array_equal(params_of(env / "run.npz"), params_of(env / "straight.npz"))
 
 
