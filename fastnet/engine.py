@@ -23,15 +23,15 @@ from ._jit import jit
 from .kernels import (
     adam_update,
     gather_batch,
-    linear_backward,
-    linear_backward_params,
-    linear_forward,
+    linear_backward_input,
     momentum_update,
     relu_backward,
     relu_forward,
     sgd_update,
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
+    sparse_linear_backward_params,
+    sparse_linear_forward,
 )
 
 ENGINES = ("numba", "numpy")
@@ -61,19 +61,20 @@ def _count_correct_numpy(probs, labels):
 
 
 @jit
-def forward(acts, x, weights, biases):
+def forward(acts, rows, x, weights, biases):
     """Run a batch ``x`` through every layer, filling ``acts``: hidden layers
-    through ReLU, the last layer's logits as they are."""
-    # x (B, D), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i] (B, H_i)
+    through ReLU, the last layer's logits as they are. ``rows[i]`` is layer
+    ``i``'s scratch for :func:`~fastnet.kernels.sparse_linear_forward`."""
+    # x (B, D), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i] (B, H_i), rows[i] (B, D_i)
     n = len(weights)
-    linear_forward(acts[0], x, weights[0], biases[0])
+    sparse_linear_forward(acts[0], rows[0], x, weights[0], biases[0])
     for i in range(1, n):
         relu_forward(acts[i - 1], acts[i - 1])
-        linear_forward(acts[i], acts[i - 1], weights[i], biases[i])
+        sparse_linear_forward(acts[i], rows[i], acts[i - 1], weights[i], biases[i])
 
 
 @jit
-def train_batches(x, y, acts, dacts, probs, losses, weights, biases, dweights, dbiases,
+def train_batches(x, y, acts, dacts, rows, cols, probs, losses, weights, biases, dweights, dbiases,
                   params, grads, state1, state2, images, labels, order, start, count,
                   optimizer, lr, momentum, weight_decay, beta1, beta2, eps, step):
     """Take ``count`` mini-batch steps, batch ``i`` being samples
@@ -89,7 +90,8 @@ def train_batches(x, y, acts, dacts, probs, losses, weights, biases, dweights, d
     Returns ``(loss_sum, correct, bad)``: the summed per-sample loss and the
     count of correct predictions over these batches, before each update, and
     the index ``i`` of the first batch whose loss was not finite (-1 if
-    none); the run stops at that batch, before its update.
+    none); the run stops at that batch, before its update. ``rows[i]`` and
+    ``cols[i]`` are layer ``i``'s scratch for the sparse kernels.
     """
     # x (B, D), y (B,), acts[i]/dacts[i] (B, H_i), probs (B, K), losses (B,)
     # images (N, D), labels (N,), order (N,); params[0] (P_weights,), params[1] (P_biases,)
@@ -99,7 +101,7 @@ def train_batches(x, y, acts, dacts, probs, losses, weights, biases, dweights, d
     correct = 0
     for i in range(count):
         gather_batch(x, y, images, labels, order, start + i * B, 1.0 / 255.0)
-        forward(acts, x, weights, biases)
+        forward(acts, rows, x, weights, biases)
         softmax_cross_entropy_forward(probs, losses, acts[n - 1], y)
         batch_loss = float(losses.sum())
         if not math.isfinite(batch_loss):
@@ -109,9 +111,10 @@ def train_batches(x, y, acts, dacts, probs, losses, weights, biases, dweights, d
 
         softmax_cross_entropy_backward(dacts[n - 1], probs, y)
         for j in range(n - 1, 0, -1):
-            linear_backward(dacts[j - 1], dweights[j], dbiases[j], dacts[j], acts[j - 1], weights[j])
+            sparse_linear_backward_params(dweights[j], dbiases[j], cols[j], dacts[j], acts[j - 1])
+            linear_backward_input(dacts[j - 1], dacts[j], weights[j])
             relu_backward(dacts[j - 1], dacts[j - 1], acts[j - 1])
-        linear_backward_params(dweights[0], dbiases[0], dacts[0], x)
+        sparse_linear_backward_params(dweights[0], dbiases[0], cols[0], dacts[0], x)
 
         step += 1
         for g in range(2):

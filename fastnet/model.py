@@ -101,7 +101,7 @@ class MLP:
         for start in range(0, n, ws.batch_size):
             view = ws.rows(min(ws.batch_size, n - start))
             ops.gather_batch(view.x, view.y, images, no_labels, order, start, scale)
-            ops.forward(view.acts, view.x, self.weights, self.biases)
+            ops.forward(view.acts, view.row_index, view.x, self.weights, self.biases)
             ops.softmax_cross_entropy_forward(view.probs, view.losses, view.acts[-1], view.y)
             out[start:start + view.batch_size] = view.probs
         return out
@@ -232,6 +232,8 @@ class _Rows:
     y: np.ndarray
     acts: tuple
     dacts: tuple
+    row_index: tuple
+    col_index: tuple
     probs: np.ndarray
     losses: np.ndarray
 
@@ -254,6 +256,8 @@ class Workspace:
         self.y = np.zeros(B, np.int32)
         self.acts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
         self.dacts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
+        self.row_index = tuple(np.zeros((B, d), np.int32) for d in sizes[:-1])
+        self.col_index = tuple(np.zeros((d, B), np.int32) for d in sizes[:-1])
         self.probs = np.zeros((B, sizes[-1]), dtype)
         self.losses = np.zeros(B, dtype)
 
@@ -265,6 +269,8 @@ class Workspace:
             self.y[:n],
             tuple(a[:n] for a in self.acts),
             tuple(a[:n] for a in self.dacts),
+            tuple(a[:n] for a in self.row_index),
+            self.col_index,  # the kernels use only the first n columns
             self.probs[:n],
             self.losses[:n],
         )

@@ -36,11 +36,31 @@ def linear_backward_params(dweight, dbias, dout, inp):
     np.sum(dout, axis=0, out=dbias)
 
 
+def linear_backward_input(dinp, dout, weight):
+    """``dinp = dout @ weight.T``: each input's gradient sums the output gradients
+    it fed, weighted by the weights it fed them through."""
+    # dout (B, H), weight (D, H), dinp (B, D)
+    np.matmul(dout, weight.T, out=dinp)
+
+
 def linear_backward(dinp, dweight, dbias, dout, inp, weight):
-    """All three gradients of a linear layer; ``dinp = dout @ weight.T`` passes the error back."""
+    """All three gradients of a linear layer."""
     # dout (B, H), inp (B, D), weight (D, H), dinp (B, D), dweight (D, H), dbias (H,)
     linear_backward_params(dweight, dbias, dout, inp)
-    np.matmul(dout, weight.T, out=dinp)
+    linear_backward_input(dinp, dout, weight)
+
+
+def sparse_linear_forward(out, index, inp, weight, bias):
+    """The same as :func:`linear_forward`: skipping zero inputs is the kernel's
+    business, and ``index`` is its scratch space (left untouched here)."""
+    # inp (B, D), weight (D, H), bias (H,), out (B, H), index (B, D)
+    linear_forward(out, inp, weight, bias)
+
+
+def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
+    """The same as :func:`linear_backward_params`; ``index`` is the kernel's scratch space."""
+    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), index (D, >=B)
+    linear_backward_params(dweight, dbias, dout, inp)
 
 
 # --- the ReLU activation --------------------------------------------------------

@@ -28,7 +28,14 @@ when it loads them).
 """
 from .activation import relu_backward, relu_forward
 from .batch import gather_batch
-from .linear import linear_backward, linear_backward_params, linear_forward
+from .linear import (
+    linear_backward,
+    linear_backward_input,
+    linear_backward_params,
+    linear_forward,
+    sparse_linear_backward_params,
+    sparse_linear_forward,
+)
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .optim import adam_update, momentum_update, sgd_update
 
@@ -36,6 +43,9 @@ __all__ = [
     "linear_forward",
     "linear_backward",
     "linear_backward_params",
+    "linear_backward_input",
+    "sparse_linear_forward",
+    "sparse_linear_backward_params",
     "relu_forward",
     "relu_backward",
     "softmax_cross_entropy_forward",

@@ -54,20 +54,106 @@ def linear_backward_params(dweight, dbias, dout, inp):
 
 
 @jit(parallel=True)
-def linear_backward(dinp, dweight, dbias, dout, inp, weight):
-    """Overwrite ``dinp`` with ``dout @ weight.T``, and the parameter gradients
-    as :func:`linear_backward_params` does.
+def linear_backward_input(dinp, dout, weight):
+    """Overwrite ``dinp`` with ``dout @ weight.T``: the gradient passed back to the layer's input.
 
-    Use :func:`linear_backward_params` for a first layer, whose input needs
-    no gradient.
+    Parallel over the batch; the result does not depend on the thread count.
     """
-    # dout (B, H), inp (B, D), weight (D, H), dinp (B, D), dweight (D, H), dbias (H,)
-    linear_backward_params(dweight, dbias, dout, inp)
-    B, D = inp.shape
-    H = dout.shape[1]
+    # dout (B, H), weight (D, H), dinp (B, D)
+    B, H = dout.shape
+    D = weight.shape[0]
     for b in prange(B):
         for d in range(D):
             acc = dinp.dtype.type(0)
             for h in range(H):
                 acc += dout[b, h] * weight[d, h]
             dinp[b, d] = acc
+
+
+@jit(parallel=True)
+def linear_backward(dinp, dweight, dbias, dout, inp, weight):
+    """Overwrite ``dinp``, ``dweight`` and ``dbias``: :func:`linear_backward_input`
+    and :func:`linear_backward_params` in one call.
+
+    Use :func:`linear_backward_params` alone for a first layer, whose input
+    needs no gradient.
+    """
+    # dout (B, H), inp (B, D), weight (D, H), dinp (B, D), dweight (D, H), dbias (H,)
+    linear_backward_params(dweight, dbias, dout, inp)
+    linear_backward_input(dinp, dout, weight)
+
+
+@jit(parallel=True)
+def sparse_linear_forward(out, index, inp, weight, bias):
+    """Overwrite ``out`` with ``inp @ weight + bias``, as :func:`linear_forward`,
+    doing work only for the non-zero inputs; overwrite ``index`` (scratch).
+
+    Each row first lists its non-zero columns in ``index[b]`` without a
+    branch, then adds four weight rows per pass over ``out[b]``: four times
+    fewer loads and stores of ``out`` than one row at a time, and no
+    mispredicted branch per input. The faster, the sparser ``inp`` is (81% of
+    MNIST's pixels and about half of the ReLU outputs are zero). Parallel over
+    the batch; the result does not depend on the thread count.
+    """
+    # inp (B, D), weight (D, H), bias (H,), out (B, H), index (B, D) int32
+    B, D = inp.shape
+    H = weight.shape[1]
+    for b in prange(B):
+        n = 0
+        for d in range(D):
+            index[b, n] = d
+            n += inp[b, d] != 0
+        for h in range(H):
+            out[b, h] = bias[h]
+        n4 = n - n % 4
+        for j in range(0, n4, 4):
+            d0, d1, d2, d3 = index[b, j], index[b, j + 1], index[b, j + 2], index[b, j + 3]
+            x0, x1, x2, x3 = inp[b, d0], inp[b, d1], inp[b, d2], inp[b, d3]
+            for h in range(H):
+                out[b, h] += x0 * weight[d0, h] + x1 * weight[d1, h] + x2 * weight[d2, h] + x3 * weight[d3, h]
+        for j in range(n4, n):
+            d = index[b, j]
+            x = inp[b, d]
+            for h in range(H):
+                out[b, h] += x * weight[d, h]
+
+
+@jit(parallel=True)
+def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
+    """Overwrite ``dweight`` with ``inp.T @ dout`` and ``dbias`` with ``dout``
+    summed over the batch, as :func:`linear_backward_params`, doing work only
+    for the non-zero inputs; overwrite ``index`` (scratch).
+
+    Each row ``d`` of ``dweight`` first lists the samples whose input ``d``
+    is non-zero, then adds four of their ``dout`` rows per pass. ``index``
+    may have more columns than the batch has rows (a buffer sized for the
+    largest batch serves a shorter last one). Parallel over the rows of
+    ``dweight`` and the columns of ``dbias``; each sum runs over the batch in
+    order, so the result does not depend on the thread count.
+    """
+    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), index (D, >=B) int32
+    B, D = inp.shape
+    H = dout.shape[1]
+    for d in prange(D):
+        n = 0
+        for b in range(B):
+            index[d, n] = b
+            n += inp[b, d] != 0
+        for h in range(H):
+            dweight[d, h] = 0
+        n4 = n - n % 4
+        for j in range(0, n4, 4):
+            b0, b1, b2, b3 = index[d, j], index[d, j + 1], index[d, j + 2], index[d, j + 3]
+            x0, x1, x2, x3 = inp[b0, d], inp[b1, d], inp[b2, d], inp[b3, d]
+            for h in range(H):
+                dweight[d, h] += x0 * dout[b0, h] + x1 * dout[b1, h] + x2 * dout[b2, h] + x3 * dout[b3, h]
+        for j in range(n4, n):
+            b = index[d, j]
+            x = inp[b, d]
+            for h in range(H):
+                dweight[d, h] += x * dout[b, h]
+    for h in prange(H):
+        acc = dbias.dtype.type(0)
+        for b in range(B):
+            acc += dout[b, h]
+        dbias[h] = acc
