@@ -27,7 +27,7 @@ class TrainConfig:
     engine: str = "numba"
     epochs: int = 15
     batch_size: int | None = 128  #: None: the whole training set in every step
-    lr: float = 0.05
+    lr: float = 0.1
     optimizer: str = "nesterov"
     momentum: float = 0.9
     weight_decay: float = 1e-4
