@@ -149,6 +149,13 @@ class MLP:
         """Read a model written by :meth:`save`. With ``with_state``, also return
         ``(arrays, meta)``: the training state saved beside it, if any."""
         path = Path(path)
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":
+            raise ModelFormatError(
+                f"{path}: not a fastnet model: expected an .npz (zip) file, found "
+                f"{'an empty file' if not magic else 'bytes ' + repr(magic)}"
+            )
         try:
             with np.load(path, allow_pickle=False) as npz:
                 files = {name: npz[name] for name in npz.files}
@@ -212,6 +219,9 @@ def atomic_savez(path, payload):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
             f.flush()
