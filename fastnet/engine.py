@@ -65,7 +65,7 @@ def forward(acts, rows, x, weights, biases):
     """Run a batch ``x`` through every layer, filling ``acts``: hidden layers
     through ReLU, the last layer's logits as they are. ``rows[i]`` is layer
     ``i``'s scratch for :func:`~fastnet.kernels.sparse_linear_forward`."""
-    # x (B, D), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i] (B, H_i), rows[i] (B, D_i)
+    # x (B, D), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i] (B, H_i), rows[i] (S, D_i)
     n = len(weights)
     sparse_linear_forward(acts[0], rows[0], x, weights[0], biases[0])
     for i in range(1, n):

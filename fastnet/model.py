@@ -24,6 +24,8 @@ from . import engine as _engine
 
 FORMAT = "fastnet-mlp"
 FORMAT_VERSION = 1
+#: How many parts the sparse kernels split their work into (their scratch rows).
+SCRATCH_PARTS = 16
 DTYPES = ("float32", "float64")
 
 
@@ -266,8 +268,8 @@ class Workspace:
         self.y = np.zeros(B, np.int32)
         self.acts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
         self.dacts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
-        self.row_index = tuple(np.zeros((B, d), np.int32) for d in sizes[:-1])
-        self.col_index = tuple(np.zeros((d, B), np.int32) for d in sizes[:-1])
+        self.row_index = tuple(np.zeros((SCRATCH_PARTS, d), np.int32) for d in sizes[:-1])
+        self.col_index = tuple(np.zeros((SCRATCH_PARTS, B), np.int32) for _ in sizes[:-1])
         self.probs = np.zeros((B, sizes[-1]), dtype)
         self.losses = np.zeros(B, dtype)
 
@@ -279,7 +281,7 @@ class Workspace:
             self.y[:n],
             tuple(a[:n] for a in self.acts),
             tuple(a[:n] for a in self.dacts),
-            tuple(a[:n] for a in self.row_index),
+            self.row_index,
             self.col_index,  # the kernels use only the first n columns
             self.probs[:n],
             self.losses[:n],

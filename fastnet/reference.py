@@ -53,13 +53,13 @@ def linear_backward(dinp, dweight, dbias, dout, inp, weight):
 def sparse_linear_forward(out, index, inp, weight, bias):
     """The same as :func:`linear_forward`: skipping zero inputs is the kernel's
     business, and ``index`` is its scratch space (left untouched here)."""
-    # inp (B, D), weight (D, H), bias (H,), out (B, H), index (B, D)
+    # inp (B, D), weight (D, H), bias (H,), out (B, H), index (S, D)
     linear_forward(out, inp, weight, bias)
 
 
 def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
     """The same as :func:`linear_backward_params`; ``index`` is the kernel's scratch space."""
-    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), index (D, >=B)
+    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), index (S, >=B)
     linear_backward_params(dweight, dbias, dout, inp)
 
 
