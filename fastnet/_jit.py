@@ -30,3 +30,60 @@ def jit(fn=None, *, parallel=False, reassoc=True):
     if fn is None:
         return lambda f: njit(**options)(f)
     return njit(**options)(fn)
+
+
+# --- cache freshness -----------------------------------------------------------
+#
+# Numba keys a cached function on its own source file only. A compiled caller
+# (engine.train_batches) holds its callees (the kernels) compiled into it, so
+# after a kernel changes, a stale caller would still run the old kernel -- with
+# the old kernel's idea of its arguments. For fastnet's own functions the stamp
+# below covers every source file of the package, so any change to any of them
+# recompiles everything. (Users embedding the kernels: see docs/kernels.md.)
+
+def _package_stamp():
+    import hashlib
+    from pathlib import Path
+
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _install_cache_locators():
+    import os
+
+    try:
+        from numba.core import caching
+    except ImportError:  # a Numba without this module: keep its own behaviour
+        return
+    root = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    stamp = _package_stamp()
+
+    def package_locator(base):
+        class Locator(base):
+            @classmethod
+            def from_function(cls, py_func, py_file):
+                if not os.path.abspath(py_file).startswith(root):
+                    return None
+                return super().from_function(py_func, py_file)
+
+            def get_source_stamp(self):
+                return ("fastnet", stamp)
+
+        Locator.__name__ = Locator.__qualname__ = f"Fastnet{base.__name__}"
+        return Locator
+
+    bases = [getattr(caching, name, None) for name in
+             ("UserProvidedCacheLocator", "InTreeCacheLocator", "UserWideCacheLocator")]
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if None in bases or impl is None or not isinstance(getattr(impl, "_locator_classes", None), list):
+        return
+    ours = [package_locator(base) for base in bases]
+    impl._locator_classes[:0] = ours
+
+
+_install_cache_locators()
