@@ -1,0 +1,125 @@
+"""Helpers shared by the benchmarks: dense-equivalent FLOP counts, a fastnet
+:class:`~fastnet.train.Trainer` that can replay its first epoch, and the same
+training loop in PyTorch."""
+import numpy as np
+
+from fastnet.config import TrainConfig
+from fastnet.train import Trainer
+
+#: The network of every epoch benchmark.
+HIDDEN = (128,)
+
+
+def linear_flops(B, D, H):
+    """Multiply-adds of one dense ``(B, D) @ (D, H)`` pass, counted as 2 FLOPs each."""
+    return 2 * B * D * H
+
+
+def step_flops(sizes, B):
+    """Dense-equivalent FLOPs of one training step on ``B`` samples: for every layer
+    a forward pass and a weight-gradient pass, and an input-gradient pass for all
+    but the first (whose input needs no gradient). Zeros skipped by the sparse
+    kernels still count, so this compares engines doing different amounts of work."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    return sum(2 * linear_flops(B, D, H) for D, H in layers) + sum(linear_flops(B, D, H) for D, H in layers[1:])
+
+
+def epoch_flops(sizes, n):
+    """Dense-equivalent FLOPs of one epoch over ``n`` samples (per-sample cost times ``n``)."""
+    return step_flops(sizes, 1) * n
+
+
+def train_config(engine, batch_size):
+    """One epoch of fastnet's default run (Nesterov momentum, lr, weight decay), no validation.
+
+    ``threads=None``: the Trainer leaves the thread counts the benchmarks' session fixture set."""
+    return TrainConfig(engine=engine, batch_size=batch_size, hidden=HIDDEN, epochs=1, val_split=0, threads=None)
+
+
+class FastnetEpoch:
+    """A Trainer, compiled, that replays the same first epoch on every call of :meth:`rewind` + :meth:`run`.
+
+    Rewinding restores the initial weights, optimizer state and shuffling RNG in
+    place, so every round does the same work on buffers already touched (no page
+    faults of a fresh workspace in the timed region)."""
+
+    def __init__(self, config, images, labels):
+        self.trainer = Trainer(config, images, labels)
+        self.trainer.warmup()
+        self.initial = self.trainer.model.params.copy()
+
+    def rewind(self):
+        t = self.trainer
+        t.model.params[:] = self.initial
+        t.state1[:] = 0
+        t.state2[:] = 0
+        t.rng = np.random.default_rng([t.config.seed, 1])
+        t.epoch = t.step = 0
+        t.history.clear()
+
+    def run(self):
+        """One epoch: shuffle, every batch's gather, forward, backward and update. Returns its loss."""
+        result = self.trainer.run()
+        return result.history[-1].loss
+
+
+class TorchEpoch:
+    """The same network, start weights, data, batches and update rule in PyTorch.
+
+    Data stays a uint8 tensor and each batch is gathered and scaled to float32
+    in the timed loop, as fastnet does. Like fastnet, each step also sums the
+    loss and counts correct predictions (one ``.item()`` each)."""
+
+    def __init__(self, torch, config, model, images, labels):
+        self.torch = torch
+        self.config = config
+        self.images = torch.from_numpy(np.ascontiguousarray(images.reshape(len(images), -1)))
+        self.labels = torch.from_numpy(labels.astype(np.int64))  # cross_entropy wants int64; converted once
+        self.batch_size = config.batch_size or len(images)
+        nn = torch.nn
+        layers = []
+        for w, b in zip(model.weights, model.biases):
+            linear = nn.Linear(*w.shape)
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(w.T.copy()))  # fastnet stores (D, H), torch (H, D)
+                linear.bias.copy_(torch.from_numpy(b))
+            layers += [linear, nn.ReLU()]
+        self.net = nn.Sequential(*layers[:-1])
+        self.initial = {k: v.clone() for k, v in self.net.state_dict().items()}
+        self.rewind()
+
+    def rewind(self):
+        torch, c = self.torch, self.config
+        self.net.load_state_dict(self.initial)
+        weights = [p for name, p in self.net.named_parameters() if name.endswith("weight")]
+        biases = [p for name, p in self.net.named_parameters() if name.endswith("bias")]
+        # fastnet decays the weights only
+        groups = [{"params": weights, "weight_decay": c.weight_decay}, {"params": biases, "weight_decay": 0.0}]
+        if c.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=c.lr)
+        elif c.optimizer in ("momentum", "nesterov"):
+            self.optimizer = torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, nesterov=c.optimizer == "nesterov")
+        else:
+            self.optimizer = torch.optim.Adam(groups, lr=c.lr, betas=(c.beta1, c.beta2), eps=c.eps)
+        self.generator = torch.Generator().manual_seed(c.seed)
+
+    def run(self):
+        """One epoch, as :meth:`FastnetEpoch.run`. Returns its mean loss."""
+        torch, B = self.torch, self.batch_size
+        n = len(self.images)
+        order = torch.arange(n) if B == n else torch.randperm(n, generator=self.generator)
+        loss_fn = torch.nn.functional.cross_entropy
+        loss_sum = 0.0
+        correct = 0
+        for start in range(0, n, B):
+            rows = order[start:start + B]
+            x = self.images[rows].to(torch.float32).mul_(1 / 255)
+            y = self.labels[rows]
+            logits = self.net(x)
+            loss = loss_fn(logits, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.item() * len(rows)
+            correct += int((logits.argmax(1) == y).sum())
+        return loss_sum / n
