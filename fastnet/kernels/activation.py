@@ -1,10 +1,8 @@
 """The ReLU activation."""
-from numba import prange
-
 from .._jit import jit
 
 
-@jit(parallel=True)
+@jit
 def relu_forward(out, inp):
     """Overwrite ``out`` with ``max(inp, 0)``; ``out`` may be ``inp`` itself.
 
@@ -13,13 +11,13 @@ def relu_forward(out, inp):
     # inp (B, H), out (B, H)
     B, H = inp.shape
     zero = out.dtype.type(0)
-    for b in prange(B):
+    for b in range(B):
         for h in range(H):
             x = inp[b, h]
             out[b, h] = x if not x <= zero else zero
 
 
-@jit(parallel=True)
+@jit
 def relu_backward(dinp, dout, out):
     """Overwrite ``dinp`` with ``dout`` where ``out > 0`` and 0 elsewhere; ``dinp`` may be ``dout`` itself.
 
@@ -29,6 +27,6 @@ def relu_backward(dinp, dout, out):
     # dout (B, H), out (B, H), dinp (B, H)
     B, H = out.shape
     zero = dinp.dtype.type(0)
-    for b in prange(B):
+    for b in range(B):
         for h in range(H):
             dinp[b, h] = dout[b, h] if out[b, h] > zero else zero

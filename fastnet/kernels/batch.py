@@ -1,10 +1,8 @@
 """Assembling a mini-batch from a data set kept as uint8."""
-from numba import prange
-
 from .._jit import jit
 
 
-@jit(parallel=True)
+@jit
 def gather_batch(x, y, images, labels, order, start, scale):
     """Overwrite ``x`` and ``y`` with samples ``order[start:start+B]`` of the
     data set, pixels converted to ``x``'s dtype and multiplied by ``scale``.
@@ -15,7 +13,7 @@ def gather_batch(x, y, images, labels, order, start, scale):
     # images (N, D) any numeric dtype, labels (N,), order (N,) int, x (B, D), y (B,)
     B, D = x.shape
     s = x.dtype.type(scale)
-    for i in prange(B):
+    for i in range(B):
         j = order[start + i]
         y[i] = labels[j]
         for d in range(D):

@@ -1,12 +1,10 @@
 """Softmax fused with the cross-entropy loss."""
 import math
 
-from numba import prange
-
 from .._jit import jit
 
 
-@jit(parallel=True, reassoc=False)
+@jit(reassoc=False)
 def softmax_cross_entropy_forward(probs, losses, logits, labels):
     """Overwrite ``probs`` with ``softmax(logits)`` row by row, and ``losses``
     with each row's cross-entropy ``-log probs[b, labels[b]]``.
@@ -18,7 +16,7 @@ def softmax_cross_entropy_forward(probs, losses, logits, labels):
     """
     # logits (B, K), labels (B,), probs (B, K), losses (B,)
     B, K = logits.shape
-    for b in prange(B):
+    for b in range(B):
         top = logits[b, 0]
         for k in range(1, K):
             if logits[b, k] > top:
@@ -34,7 +32,7 @@ def softmax_cross_entropy_forward(probs, losses, logits, labels):
         losses[b] = math.log(total) - (logits[b, labels[b]] - top)
 
 
-@jit(parallel=True)
+@jit
 def softmax_cross_entropy_backward(dlogits, probs, labels):
     """Overwrite ``dlogits`` with the gradient of the batch's *mean* loss:
     ``(probs - onehot(labels)) / B``. ``dlogits`` may be ``probs`` itself.
@@ -42,7 +40,7 @@ def softmax_cross_entropy_backward(dlogits, probs, labels):
     # probs (B, K), labels (B,), dlogits (B, K)
     B, K = probs.shape
     scale = probs.dtype.type(1.0 / B)
-    for b in prange(B):
+    for b in range(B):
         for k in range(K):
             dlogits[b, k] = probs[b, k] * scale
         dlogits[b, labels[b]] -= scale
