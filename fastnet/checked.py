@@ -250,7 +250,7 @@ class _Call:
                                                               for t in d.split(">=")[1].split("+") if t.isalpha()]
             cited = []
             for letter in letters:
-                for other in sources.get(letter, []):
+                for other in sorted(sources.get(letter, []), key=lambda o: self.arrays[o].written):
                     if other != arg:
                         if other not in cited:
                             cited.append(other)
