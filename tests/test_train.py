@@ -414,8 +414,11 @@ def test_default_recipe_reaches_98_percent(mnist):
 
 @pytest.mark.slow
 def test_classic_gradient_descent_on_mnist(mnist):
-    X = (mnist.train_images.reshape(60000, -1).T / 255.0)
-    X_test = mnist.test_images.reshape(10000, -1).T / 255.0
+    # Samples as columns, C-contiguous: the same numbers as the plain transpose, but the
+    # BLAS products run ~20% faster on them. (float32 would not help: the reference's
+    # float64 weights would upcast X, copying it, in every product.)
+    X = np.ascontiguousarray(mnist.train_images.reshape(60000, -1).T / 255.0)
+    X_test = np.ascontiguousarray(mnist.test_images.reshape(10000, -1).T / 255.0)
     _, accuracy = reference.classic_gradient_descent(
         X, mnist.train_labels, X_test, mnist.test_labels, init="uniform", seed=0, iterations=500, lr=0.1)
     assert 0.845 <= accuracy <= 0.865, f"test accuracy {accuracy:.4f}"
