@@ -250,7 +250,9 @@ class _Call:
                                                               for t in d.split(">=")[1].split("+") if t.isalpha()]
             cited = []
             for letter in letters:
-                for other in sorted(sources.get(letter, []), key=lambda o: self.arrays[o].written):
+                # Cite the most telling source: a 2-D array before a 1-D one, an input before an output.
+                for other in sorted(sources.get(letter, []),
+                                    key=lambda o: (-len(self.arrays[o].dims), self.arrays[o].written)):
                     if other != arg:
                         if other not in cited:
                             cited.append(other)
