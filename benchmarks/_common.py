@@ -1,10 +1,14 @@
 """Helpers shared by the benchmarks: dense-equivalent FLOP counts, a fastnet
 :class:`~fastnet.train.Trainer` that can replay its first epoch, and the same
 training loop in PyTorch."""
+import numba
 import numpy as np
 
 from fastnet.config import TrainConfig
 from fastnet.train import Trainer
+
+#: Threads given to every engine (fewer if Numba was started with fewer).
+THREADS = min(2, numba.config.NUMBA_NUM_THREADS)
 
 #: The network of every epoch benchmark.
 HIDDEN = (128,)

@@ -13,10 +13,9 @@ import numba
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-REPO = Path(__file__).resolve().parents[1]
+from _common import THREADS
 
-#: Threads given to every engine (fewer if Numba was started with fewer).
-THREADS = min(2, numba.config.NUMBA_NUM_THREADS)
+REPO = Path(__file__).resolve().parents[1]
 
 #: Environment variables that change how OpenBLAS runs; shown in the JSON's machine_info.
 BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

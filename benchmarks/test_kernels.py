@@ -20,7 +20,7 @@ import pytest
 import fastnet.kernels
 from _common import linear_flops
 from fastnet import reference
-from fastnet.model import MLP
+from fastnet.model import MLP, Workspace
 
 B = 128
 SIZES = (784, 128, 10)
@@ -66,9 +66,16 @@ def _linear_forward(d, s):
     return (_zeros(B, H), inp, w, b), linear_flops(B, D, H)
 
 
+def _scratch(s):
+    """The sparse kernels' scratch for layer ``s``, shaped as the training loop's workspace has it."""
+    ws = Workspace(SIZES, B, np.float32)
+    i = LAYERS.index(s)
+    return ws.row_index[i], ws.col_index[i]
+
+
 def _sparse_linear_forward(d, s):
     inp, w, b, _, D, H = _layer(d, s)
-    return (_zeros(B, H), _zeros(B, D, dtype=np.int32), inp, w, b), linear_flops(B, D, H)
+    return (_zeros(B, H), _scratch(s)[0], inp, w, b), linear_flops(B, D, H)
 
 
 def _linear_backward_params(d, s):
@@ -78,7 +85,7 @@ def _linear_backward_params(d, s):
 
 def _sparse_linear_backward_params(d, s):
     inp, _, _, dout, D, H = _layer(d, s)
-    return (_zeros(D, H), _zeros(H), _zeros(D, B, dtype=np.int32), dout, inp), linear_flops(B, D, H)
+    return (_zeros(D, H), _zeros(H), _scratch(s)[1], dout, inp), linear_flops(B, D, H)
 
 
 def _linear_backward_input(d, s):

@@ -1,0 +1,97 @@
+"""Start-up costs and memory, each measured in a fresh Python process.
+
+Groups (``which`` is ``numba``; the timed figure is in ``extra_info``, since
+pytest-benchmark's own statistics time the whole child process):
+
+- ``startup-cold-compile``: a child with an empty ``NUMBA_CACHE_DIR`` compiles
+  everything a default training run needs (``Trainer.warmup()``);
+  ``extra_info["warmup_s"]`` lists the child's warmup seconds, one per round.
+- ``startup-warm``: the same child with a populated cache, from its process
+  start to its first batch done (``extra_info["first_batch_s"]``, Python's
+  start included); the import, load and warmup parts are listed beside it.
+- ``memory-fastnet-train``: peak resident memory of ``fastnet-train`` training
+  the default model for one epoch on MNIST (later epochs allocate nothing new)
+  and testing it, with a warm cache: ``extra_info["peak_rss_mib"]``.
+
+See ``_startup_child.py`` for what the child does.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _common import THREADS
+
+CHILD = Path(__file__).with_name("_startup_child.py")
+
+
+def _run_child(mnist_dir, cache_dir):
+    """Run the child with ``cache_dir`` as Numba's cache; its JSON report as a dict."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    argv = [sys.executable, str(CHILD), str(mnist_dir), str(THREADS), repr(time.time())]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"startup child failed:\n{done.stderr}"
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def warm_cache(mnist_dir, tmp_path_factory):
+    """A Numba cache folder filled by one run of the child."""
+    folder = tmp_path_factory.mktemp("numba-cache-warm")
+    _run_child(mnist_dir, folder)
+    return folder
+
+
+def _record(benchmark, reports, keys):
+    for key in keys:
+        benchmark.extra_info[f"{key}_s"] = [r[key] for r in reports]
+        benchmark.extra_info[f"{key}_median_s"] = statistics.median(r[key] for r in reports)
+
+
+@pytest.mark.parametrize("which", ["numba"])
+def test_cold_compile(benchmark, mnist_dir, tmp_path_factory, which):
+    reports = []
+
+    def fresh_cache():
+        return (tmp_path_factory.mktemp("numba-cache-cold"),), {}
+
+    benchmark.group = "startup-cold-compile"
+    benchmark.pedantic(lambda folder: reports.append(_run_child(mnist_dir, folder)), setup=fresh_cache, rounds=3)
+    _record(benchmark, reports, ["warmup", "first_batch"])
+    assert all(r["warmup"] > 0 for r in reports)
+
+
+@pytest.mark.parametrize("which", ["numba"])
+def test_warm_start(benchmark, mnist_dir, warm_cache, which):
+    reports = []
+    benchmark.group = "startup-warm"
+    benchmark.pedantic(lambda: reports.append(_run_child(mnist_dir, warm_cache)), rounds=5)
+    _record(benchmark, reports, ["since_spawn", "first_batch", "import", "load", "warmup"])
+    assert all(0 < r["warmup"] < r["first_batch"] < r["since_spawn"] for r in reports)
+
+
+@pytest.mark.parametrize("which", ["numba"])
+def test_peak_memory(benchmark, mnist_dir, warm_cache, tmp_path, which):
+    """``fastnet-train --epochs 1`` in a child; its own peak RSS comes from ``os.wait4``."""
+    argv = [sys.executable, "-c", "import sys; from fastnet.cli import main; sys.exit(main())",
+            "--data", str(mnist_dir), "--offline", "--epochs", "1", "--threads", str(THREADS),
+            "--no-save", "--quiet"]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(warm_cache))
+    peaks = []
+
+    def train():
+        child = subprocess.Popen(argv, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        assert child.returncode == 0, f"fastnet-train exited with {child.returncode}"
+        peaks.append(usage.ru_maxrss / 1024)  # KiB on Linux
+
+    benchmark.group = "memory-fastnet-train"
+    benchmark.pedantic(train, rounds=1)
+    benchmark.extra_info.update(peak_rss_mib=max(peaks), command="fastnet-train --epochs 1 (default model, MNIST)")
+    assert peaks[0] > 0
