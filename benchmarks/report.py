@@ -1,0 +1,206 @@
+"""Run the benchmarks and print their comparison as Markdown tables.
+
+    python benchmarks/report.py                   # run `pytest benchmarks/`, then print
+    python benchmarks/report.py -- -k epoch       # pass arguments on to pytest
+    python benchmarks/report.py --json FILE       # print the tables of an earlier run
+
+The run writes pytest-benchmark's JSON to ``.benchmarks/report.json`` (or
+``--out FILE``). The tables show medians, the ratios the issue sets targets
+for, dense-equivalent GFLOP/s beside the machine's float32 matmul peak, the
+start-up figures and the peak memory of ``fastnet-train``.
+
+``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` can make OpenBLAS pick slow
+kernels for this CPU; they are removed from the benchmarks' environment
+(``--keep-blas-env`` keeps them) and the BLAS that the run saw is printed.
+Run it on a quiet machine: Numba's parallel kernels slow down most when
+another process competes for the cores.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+ENGINES = ("numba", "numpy", "torch")
+
+#: job -> {other engine: the largest numba/other time ratio that meets the target}
+TARGETS = {
+    "epoch-b32": {"numpy": 0.4},
+    "epoch-b128": {"numpy": 0.5, "torch": 0.3},
+    "epoch-b512": {"numpy": 0.7},
+    "fullbatch-step": {"numpy": 0.7},
+    "epoch-b128-dense": {"numpy": 1.0},
+}
+COLD_COMPILE_TARGET = 5.0  # seconds
+WARM_START_TARGET = 1.0  # seconds
+
+
+def run_benchmarks(out, pytest_args, keep_blas_env):
+    """``pytest benchmarks/ --benchmark-json=out`` in a child process; its exit code."""
+    env = dict(os.environ)
+    removed = {} if keep_blas_env else {name: env.pop(name) for name in BLAS_ENV if name in env}
+    print(f"BLAS environment removed for the run: {removed or 'none was set'}", file=sys.stderr)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(f"warning: load average {load:.1f}: the machine is busy, timings will be slow and noisy",
+              file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "pytest", "benchmarks/", f"--benchmark-json={out}", "-q", *pytest_args]
+    print("running:", " ".join(argv), file=sys.stderr, flush=True)
+    return subprocess.run(argv, cwd=REPO, env=env).returncode
+
+
+# --- formatting -------------------------------------------------------------------
+
+
+def seconds(t):
+    if t is None:
+        return "–"
+    if t >= 1:
+        return f"{t:.2f} s"
+    return f"{t * 1e3:.3g} ms" if t >= 1e-3 else f"{t * 1e6:.3g} µs"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}×" if a is not None and b else "–"
+
+
+def gflops(flops, t):
+    return f"{flops / t / 1e9:.3g}" if flops and t else "–"
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# --- reading the JSON -------------------------------------------------------------
+
+
+def by_group(benchmarks):
+    """``{group: {which: benchmark}}``."""
+    groups = {}
+    for b in benchmarks:
+        which = (b.get("params") or {}).get("which", b["name"])
+        groups.setdefault(b["group"], {})[which] = b
+    return groups
+
+
+def median(groups, group, which):
+    b = groups.get(group, {}).get(which)
+    return b["stats"]["median"] if b else None
+
+
+def flops_of(groups, group):
+    return next((b["extra_info"].get("flops") for b in groups.get(group, {}).values()), None)
+
+
+def jobs_table(groups):
+    rows = []
+    for job, targets in TARGETS.items():
+        t = {w: median(groups, job, w) for w in ENGINES}
+        checks = [t["numba"] / t[w] <= limit for w, limit in targets.items() if t["numba"] and t[w]]
+        met = "–" if len(checks) < len(targets) else ("yes" if all(checks) else "no")
+        rows.append([job, *(seconds(t[w]) for w in ENGINES), ratio(t["numba"], t["numpy"]),
+                     ratio(t["numba"], t["torch"]), gflops(flops_of(groups, job), t["numba"]),
+                     ", ".join(f"≤ {limit}× {w}" for w, limit in targets.items()), met])
+    header = ["job", *ENGINES, "numba/numpy", "numba/torch", "numba GFLOP/s", "target", "met?"]
+    return table(header, rows)
+
+
+def kernels_table(groups):
+    rows = []
+    for group in sorted(g for g in groups if g.startswith("kernel-")):
+        tn, tp = median(groups, group, "numba"), median(groups, group, "numpy")
+        f = flops_of(groups, group)
+        rows.append([group[len("kernel-"):], seconds(tn), seconds(tp), ratio(tn, tp), gflops(f, tn), gflops(f, tp)])
+    return table(["kernel", "numba", "numpy", "numba/numpy", "numba GFLOP/s", "numpy GFLOP/s"], rows)
+
+
+def startup_table(groups):
+    def info(group, key):
+        b = groups.get(group, {}).get("numba")
+        return b["extra_info"].get(key) if b else None
+
+    def check(value, limit):
+        return "–" if value is None else ("yes" if value <= limit else "no")
+
+    cold = info("startup-cold-compile", "warmup_median_s")
+    warm = info("startup-warm", "since_spawn_median_s")
+    parts = [info("startup-warm", f"{k}_median_s") for k in ("import", "load", "warmup")]
+    rss = info("memory-fastnet-train", "peak_rss_mib")
+    rows = [
+        ["cold compile of a training run (`Trainer.warmup()`, empty cache)", seconds(cold),
+         f"≤ {COLD_COMPILE_TARGET:g} s", check(cold, COLD_COMPILE_TARGET)],
+        ["warm start: process start to first batch done", seconds(warm),
+         f"≤ {WARM_START_TARGET:g} s", check(warm, WARM_START_TARGET)],
+        ["… of which import / load MNIST / warmup", " / ".join(seconds(p) for p in parts), "", ""],
+        ["peak RSS of `fastnet-train --epochs 1` (default model; later epochs add nothing)",
+         "–" if rss is None else f"{rss:.0f} MiB", "", ""],
+    ]
+    return table(["start-up and memory (medians)", "value", "target", "met?"], rows)
+
+
+def other_table(groups):
+    rest = sorted(g for g in groups if not g.startswith(("kernel-", "peak-", "startup-", "memory-")) and g not in TARGETS)
+    if not rest:
+        return None
+    columns = list(dict.fromkeys(w for g in rest for w in groups[g]))
+    return table(["group", *columns], [[g, *(seconds(median(groups, g, w)) for w in columns)] for g in rest])
+
+
+def report(data):
+    groups = by_group(data["benchmarks"])
+    machine = data.get("machine_info", {})
+    fastnet = machine.get("fastnet", {})
+    blas = ", ".join(f"{b.get('internal_api')} {b.get('version')} {b.get('architecture')} "
+                     f"({Path(b.get('filepath') or '?').parent.name})" for b in fastnet.get("blas", [])) or "unknown"
+    peak_group = next((g for g in groups if g.startswith("peak-matmul")), None)
+    peak = gflops(flops_of(groups, peak_group), median(groups, peak_group, "numpy")) if peak_group else "–"
+    commit = data.get("commit_info", {})
+    parts = [
+        f"{machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, {fastnet.get('threads', '?')} threads "
+        f"for every engine; BLAS: {blas}; BLAS environment: {fastnet.get('env') or 'none'}; "
+        f"commit {commit.get('id', '?')[:8]}{' (dirty)' if commit.get('dirty') else ''}, {data.get('datetime', '?')[:16]}.",
+        f"float32 matmul peak ({peak_group or 'not measured'}, NumPy's BLAS): **{peak} GFLOP/s**. "
+        "GFLOP/s are dense-equivalent: zeros the sparse kernels skip still count.",
+        "Epochs of 784-128-10 float32 on MNIST (median of one epoch):\n\n" + jobs_table(groups),
+        "Kernels at batch 128 (median of one call):\n\n" + kernels_table(groups),
+        startup_table(groups),
+    ]
+    other = other_table(groups)
+    if other:
+        parts.append("Other groups (medians):\n\n" + other)
+    return "\n\n".join(parts)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", metavar="FILE", type=Path, help="print the tables of this run; run nothing")
+    parser.add_argument("--out", metavar="FILE", type=Path, default=REPO / ".benchmarks" / "report.json",
+                        help="where the run writes pytest-benchmark's JSON (default: %(default)s)")
+    parser.add_argument("--keep-blas-env", action="store_true",
+                        help=f"keep {' and '.join(BLAS_ENV)} in the benchmarks' environment")
+    parser.add_argument("pytest_args", nargs="*", help="after --: more arguments for pytest")
+    args = parser.parse_args(argv)
+    path = args.json
+    if path is None:
+        code = run_benchmarks(args.out, args.pytest_args, args.keep_blas_env)
+        if code != 0:
+            print(f"pytest exited with {code}", file=sys.stderr)
+        if not args.out.is_file():
+            return code or 1
+        path = args.out
+    with open(path) as f:
+        print(report(json.load(f)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
