@@ -15,6 +15,7 @@ Shape legend used in every kernel's shape comment:
     K  classes (10)
     N  samples in a whole data set
     P  parameters in a flat buffer
+    S  parts a sparse kernel splits its work into (rows of its int32 scratch, >= 1)
 
 Weights are stored ``(D, H)`` -- inputs by outputs, the transpose of the
 ``W`` in ``Z = W X + b`` -- so that every inner loop runs along a row of the

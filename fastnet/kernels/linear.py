@@ -70,7 +70,7 @@ def linear_backward_input(dinp, dout, weight):
             dinp[b, d] = acc
 
 
-@jit(parallel=True)
+@jit
 def linear_backward(dinp, dweight, dbias, dout, inp, weight):
     """Overwrite ``dinp``, ``dweight`` and ``dbias``: :func:`linear_backward_input`
     and :func:`linear_backward_params` in one call.
