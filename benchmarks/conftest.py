@@ -55,7 +55,10 @@ def same_threads():
 @pytest.fixture(scope="session")
 def torch():
     """PyTorch with :data:`THREADS` intra-op threads; skips the test when it is not installed."""
-    torch = pytest.importorskip("torch", reason="PyTorch not installed (pip install fastnet[torch])")
+    try:
+        import torch
+    except ImportError as exc:  # absent, or installed but broken
+        pytest.skip(f"PyTorch not available ({exc}); pip install fastnet[torch]")
     torch.set_num_threads(THREADS)
     return torch
 

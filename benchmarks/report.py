@@ -12,6 +12,8 @@ start-up figures and the peak memory of ``fastnet-train``.
 ``OPENBLAS_CORETYPE`` and ``OPENBLAS_L2_SIZE`` can make OpenBLAS pick slow
 kernels for this CPU; they are removed from the benchmarks' environment
 (``--keep-blas-env`` keeps them) and the BLAS that the run saw is printed.
+Numba compiles into a fresh, temporary ``NUMBA_CACHE_DIR`` (outside the timed
+calls), so the run measures the kernels as they are now, not a cached build.
 Run it on a quiet machine: Numba's parallel kernels slow down most when
 another process competes for the cores.
 """
@@ -21,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +54,8 @@ def run_benchmarks(out, pytest_args, keep_blas_env):
     out.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "pytest", "benchmarks/", f"--benchmark-json={out}", "-q", *pytest_args]
     print("running:", " ".join(argv), file=sys.stderr, flush=True)
-    return subprocess.run(argv, cwd=REPO, env=env).returncode
+    with tempfile.TemporaryDirectory(prefix="fastnet-numba-cache-") as cache:
+        return subprocess.run(argv, cwd=REPO, env=dict(env, NUMBA_CACHE_DIR=cache)).returncode
 
 
 # --- formatting -------------------------------------------------------------------
