@@ -12,6 +12,7 @@ file with the wrong format, version, shapes or dtype is refused with a
 :class:`ModelFormatError` that says what was expected and what was found.
 """
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -115,7 +116,7 @@ class MLP:
     def _as_rows(self, images):
         images = np.asarray(images)
         if images.ndim >= 2:
-            images = images.reshape(images.shape[0], -1)
+            images = images.reshape(images.shape[0], math.prod(images.shape[1:]))
         if images.ndim != 2 or images.shape[1] != self.sizes[0]:
             raise ValueError(
                 f"images: expected (N, {self.sizes[0]}) or (N, ...) with {self.sizes[0]} values "
@@ -174,7 +175,9 @@ class MLP:
             schema = json.loads(str(files["schema"]))
         except json.JSONDecodeError as exc:
             raise ModelFormatError(f"{path}: schema is not valid JSON: {exc}") from None
-        if not isinstance(schema, dict) or schema.get("format") != FORMAT:
+        if not isinstance(schema, dict):
+            raise ModelFormatError(f"{path}: expected the schema to be a JSON object, found {type(schema).__name__}")
+        if schema.get("format") != FORMAT:
             raise ModelFormatError(f"{path}: expected format {FORMAT!r}, found {schema.get('format')!r}")
         if schema.get("version") != FORMAT_VERSION:
             raise ModelFormatError(

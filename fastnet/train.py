@@ -107,7 +107,8 @@ def _as_rows(images, labels, what):
         raise ValueError(
             f"{what} labels: expected integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
         )
-    return np.ascontiguousarray(images.reshape(images.shape[0], -1)), np.ascontiguousarray(labels)
+    rows = images.reshape(images.shape[0], math.prod(images.shape[1:]))
+    return np.ascontiguousarray(rows), np.ascontiguousarray(labels)
 
 
 def split_validation(images, labels, val_split, seed):
@@ -242,8 +243,9 @@ class Trainer:
             self.step += done
             self.batch += done
             if bad >= 0:
+                what = "nan" if math.isnan(float(ws.losses.sum())) else "infinite"
                 raise TrainingDiverged(
-                    f"the loss became {'nan' if math.isnan(loss_sum) else 'not finite'} at epoch "
+                    f"the loss became {what} at epoch "
                     f"{self.epoch + 1}, batch {self.batch + 1} of {total} (learning rate {lr:g}); "
                     f"try a lower learning rate (--lr)"
                 )
@@ -299,6 +301,7 @@ class Trainer:
             arrays["best_params"] = self.best["params"]
         meta = {
             "config": self.config.to_dict(),
+            "n_train": self.n_train,
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,
@@ -320,6 +323,11 @@ class Trainer:
         if epochs is not None:
             config = config.replace(epochs=epochs)
         trainer = cls(config, images, labels, model=model)
+        if meta.get("n_train", trainer.n_train) != trainer.n_train:
+            raise ModelFormatError(
+                f"{path}: saved for {meta['n_train']} training samples, given {trainer.n_train} "
+                "(same data set, --limit and --val-split?)"
+            )
         for name in ("state1", "state2"):
             if arrays[name].shape != (model.n_params,):
                 raise ModelFormatError(f"{path}: {name} has shape {arrays[name].shape}, expected ({model.n_params},)")

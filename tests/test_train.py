@@ -318,10 +318,6 @@ def test_checkpoint_from_other_data_size_is_refused(mnist, tmp_path):
     assert "ckpt.npz" in message and "2000" in message and "1500" in message, message
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Trainer.from_checkpoint checks the data size only through the saved 'order', which "
-    "exists only mid-epoch; a checkpoint saved between epochs (e.g. after run() completes) "
-    "resumes on a different number of samples without complaint"))
 def test_checkpoint_between_epochs_from_other_data_size_is_refused(mnist, tmp_path):
     trainer, _ = train(mnist, small(epochs=1))
     trainer.save_checkpoint(tmp_path / "ckpt.npz")
@@ -363,10 +359,6 @@ def test_nan_in_the_weights_is_caught_at_the_right_batch(mnist):
     assert (trainer.epoch, trainer.batch, trainer.step) == (1, 4, 36)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Trainer._run_epoch chooses between 'nan' and 'not finite' with math.isnan(loss_sum), "
-    "but train_batches returns the sum of the good batches only, which is always finite: "
-    "a NaN loss is always reported as 'not finite'"))
 def test_nan_loss_is_called_nan(mnist):
     trainer = Trainer(small(), mnist.train_images, mnist.train_labels)
     trainer.model.biases[0][:] = np.nan
