@@ -55,7 +55,8 @@ def run_benchmarks(out, pytest_args, keep_blas_env):
     argv = [sys.executable, "-m", "pytest", "benchmarks/", f"--benchmark-json={out}", "-q", *pytest_args]
     print("running:", " ".join(argv), file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="fastnet-numba-cache-") as cache:
-        return subprocess.run(argv, cwd=REPO, env=dict(env, NUMBA_CACHE_DIR=cache)).returncode
+        # pytest's own output goes to stderr, so that stdout holds the tables alone
+        return subprocess.run(argv, cwd=REPO, env=dict(env, NUMBA_CACHE_DIR=cache), stdout=sys.stderr).returncode
 
 
 # --- formatting -------------------------------------------------------------------
@@ -151,7 +152,8 @@ def startup_table(groups):
 
 
 def other_table(groups):
-    rest = sorted(g for g in groups if not g.startswith(("kernel-", "peak-", "startup-", "memory-")) and g not in TARGETS)
+    shown = ("kernel-", "peak-", "startup-", "memory-")
+    rest = sorted(g for g in groups if not g.startswith(shown) and g not in TARGETS)
     if not rest:
         return None
     columns = list(dict.fromkeys(w for g in rest for w in groups[g]))
@@ -167,10 +169,11 @@ def report(data):
     peak_group = next((g for g in groups if g.startswith("peak-matmul")), None)
     peak = gflops(flops_of(groups, peak_group), median(groups, peak_group, "numpy")) if peak_group else "–"
     commit = data.get("commit_info", {})
+    commit = f"{commit.get('id', '?')[:8]}{' (dirty)' if commit.get('dirty') else ''}"
     parts = [
         f"{machine.get('cpu', {}).get('brand_raw', 'unknown CPU')}, {fastnet.get('threads', '?')} threads "
         f"for every engine; BLAS: {blas}; BLAS environment: {fastnet.get('env') or 'none'}; "
-        f"commit {commit.get('id', '?')[:8]}{' (dirty)' if commit.get('dirty') else ''}, {data.get('datetime', '?')[:16]}.",
+        f"commit {commit}, {data.get('datetime', '?')[:16]}.",
         f"float32 matmul peak ({peak_group or 'not measured'}, NumPy's BLAS): **{peak} GFLOP/s**. "
         "GFLOP/s are dense-equivalent: zeros the sparse kernels skip still count.",
         "Epochs of 784-128-10 float32 on MNIST (median of one epoch):\n\n" + jobs_table(groups),
