@@ -13,7 +13,7 @@ import numba
 import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from _common import THREADS
+from benchmarks._common import THREADS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ import math
 import numpy as np
 import pytest
 
-from _common import FastnetEpoch, TorchEpoch, epoch_flops, train_config
+from benchmarks._common import FastnetEpoch, TorchEpoch, epoch_flops, train_config
 from fastnet.model import MLP
 
 #: job -> (batch size, None for the whole set; data)

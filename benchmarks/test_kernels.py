@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import fastnet.kernels
-from _common import linear_flops
+from benchmarks._common import linear_flops
 from fastnet import reference
 from fastnet.model import MLP, Workspace
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from _common import THREADS
+from benchmarks._common import THREADS
 
 CHILD = Path(__file__).with_name("_startup_child.py")
 

@@ -1,0 +1,1 @@
+"""pytest-benchmark suites (a package, so their module names do not clash with tests/)."""
