@@ -21,12 +21,15 @@ SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", bo
 PARALLEL = dict(SERIAL, parallel=True)
 
 
-def jit(fn=None, *, parallel=False, reassoc=True):
+def jit(fn=None, *, parallel=False, reassoc=True, inline=False):
     """Compile ``fn`` with fastnet's options: ``@jit``, ``@jit(parallel=True)``;
-    ``reassoc=False`` keeps the order of floating-point operations as written."""
+    ``reassoc=False`` keeps the order of floating-point operations as written;
+    ``inline=True`` compiles a helper into each caller (Numba's ``inline="always"``)."""
     options = dict(PARALLEL if parallel else SERIAL)
     if not reassoc:
         options["fastmath"] = FASTMATH_ORDERED
+    if inline:
+        options["inline"] = "always"
     if fn is None:
         return lambda f: njit(**options)(f)
     return njit(**options)(fn)

@@ -22,11 +22,12 @@ Weights are stored ``(D, H)`` -- inputs by outputs, the transpose of the
 weights in memory order and a zero input (81% of MNIST's pixels, about half
 of the ReLU outputs) skips a whole row of work.
 
-The heavy kernels (the linear layers and the update rules) split their work
-across Numba's threads with ``prange``; every output element is computed by
-one thread in one fixed order, so results are the same bits whatever the
-thread count. The light ones (ReLU, softmax + cross-entropy, the batch
-gather) run on the calling thread: they are too small to gain from threads.
+The heavy kernels (the linear layers, the update rules and the batch
+gather) split their work across Numba's threads with ``prange``; every
+output element is computed by one thread in one fixed order, so results are
+the same bits whatever the thread count. The light ones (ReLU, softmax +
+cross-entropy) run on the calling thread: they are too small to gain from
+threads.
 
 float32 and float64 arrays both work; within one call all floating-point
 arrays must share one dtype. Labels may be any integer dtype and must lie in
