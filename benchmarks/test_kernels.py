@@ -75,7 +75,7 @@ def _scratch(s):
 
 def _sparse_linear_forward(d, s):
     inp, w, b, _, D, H = _layer(d, s)
-    return (_zeros(B, H), _scratch(s)[0], inp, w, b), linear_flops(B, D, H)
+    return (_zeros(B, H), _scratch(s)[0], inp, w, b, 1.0), linear_flops(B, D, H)
 
 
 def _linear_backward_params(d, s):
@@ -85,7 +85,7 @@ def _linear_backward_params(d, s):
 
 def _sparse_linear_backward_params(d, s):
     inp, _, _, dout, D, H = _layer(d, s)
-    return (_zeros(D, H), _zeros(H), _scratch(s)[1], dout, inp), linear_flops(B, D, H)
+    return (_zeros(D, H), _zeros(H), _scratch(s)[1], dout, inp, 1.0), linear_flops(B, D, H)
 
 
 def _linear_backward_input(d, s):

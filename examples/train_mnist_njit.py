@@ -39,9 +39,9 @@ def train_and_test(train_images, train_labels, test_images, test_labels,
         for start in range(0, N - B + 1, B):        # whole batches only
             K.gather_batch(x, y, train_images, train_labels, order, start, 1.0 / 255.0)
             # forward: x -> z1 -> a1 = relu(z1) -> z2 -> probs, losses
-            K.sparse_linear_forward(z1, index1, x, W1, b1)
+            K.sparse_linear_forward(z1, index1, x, W1, b1, 1.0)
             K.relu_forward(a1, z1)
-            K.sparse_linear_forward(z2, index2, a1, W2, b2)
+            K.sparse_linear_forward(z2, index2, a1, W2, b2, 1.0)
             K.softmax_cross_entropy_forward(probs, losses, z2, y)
             total += losses.sum()
             # backward: each kernel overwrites its gradients
@@ -59,9 +59,9 @@ def train_and_test(train_images, train_labels, test_images, test_labels,
     for start in range(0, test_images.shape[0], B):
         n = min(B, test_images.shape[0] - start)
         K.gather_batch(x[:n], y[:n], test_images, test_labels, test_order, start, 1.0 / 255.0)
-        K.sparse_linear_forward(z1[:n], index1[:n], x[:n], W1, b1)
+        K.sparse_linear_forward(z1[:n], index1[:n], x[:n], W1, b1, 1.0)
         K.relu_forward(a1[:n], z1[:n])
-        K.sparse_linear_forward(z2[:n], index2[:n], a1[:n], W2, b2)
+        K.sparse_linear_forward(z2[:n], index2[:n], a1[:n], W2, b2, 1.0)
         for i in range(n):
             correct += np.argmax(z2[i]) == y[i]
     return correct / test_images.shape[0]

@@ -113,11 +113,11 @@ SPECS = {
     "linear_backward_input": dict(
         args=dict(dinp=Out(FLOAT, "B", "D"), dout=In(FLOAT, "B", "H"), weight=In(FLOAT, "D", "H"))),
     "sparse_linear_forward": dict(
-        args=dict(out=Out(FLOAT, "B", "H"), index=Scratch(INT, "S>=1", "D"), inp=In(FLOAT, "B", "D"),
-                  weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"))),
+        args=dict(out=Out(FLOAT, "B", "H"), index=Scratch(INT, "S>=1", "D"), inp=In(NUMBER, "B", "D"),
+                  weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"), scale=REAL)),
     "sparse_linear_backward_params": dict(
         args=dict(dweight=Out(FLOAT, "D", "H"), dbias=Out(FLOAT, "H"), index=Scratch(INT, "S>=1", ">=B"),
-                  dout=In(FLOAT, "B", "H"), inp=In(FLOAT, "B", "D"))),
+                  dout=In(FLOAT, "B", "H"), inp=In(NUMBER, "B", "D"), scale=REAL)),
     "relu_forward": dict(
         args=dict(out=Out(FLOAT, "B", "H"), inp=In(FLOAT, "B", "H")),
         alias=[("out", "inp")]),
@@ -141,7 +141,7 @@ SPECS = {
         args=dict(param=InOut(FLOAT, "P"), m=InOut(FLOAT, "P"), v=InOut(FLOAT, "P"), grad=In(FLOAT, "P"),
                   lr=REAL, beta1=REAL, beta2=REAL, eps=REAL, weight_decay=REAL, step=Scalar(int, 1))),
     "gather_batch": dict(
-        args=dict(x=Out(FLOAT, "B", "D"), y=Out(INT, "B"), images=In(NUMBER, "N", "D"), labels=In(INT, "N"),
+        args=dict(x=Out(NUMBER, "B", "D"), y=Out(INT, "B"), images=In(NUMBER, "N", "D"), labels=In(INT, "N"),
                   order=In(INT, ">=start+B"), start=Scalar(int, 0), scale=REAL)),
 }
 
@@ -194,7 +194,8 @@ class _Call:
         first = {}
         for arg in ranked:
             first.setdefault(self.values[arg].dtype, arg)
-        dtype, like = max(((d, first[d]) for d in counts), key=lambda p: (counts[p[0]], -ranked.index(p[1])))
+        dtype, like = max(((d, first[d]) for d in counts), key=lambda p: (counts[p[0]], -ranked.index(p[1])),
+                          default=(None, None))
         for arg in ranked:
             a = self.values[arg]
             if a.dtype not in FLOAT_DTYPES:

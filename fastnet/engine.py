@@ -61,24 +61,27 @@ def _count_correct_numpy(probs, labels):
 
 
 @jit
-def forward(acts, rows, x, weights, biases):
-    """Run a batch ``x`` through every layer, filling ``acts``: hidden layers
-    through ReLU, the last layer's logits as they are. ``rows[i]`` is layer
-    ``i``'s scratch for :func:`~fastnet.kernels.sparse_linear_forward`."""
+def forward(acts, rows, x, weights, biases, scale):
+    """Run a batch ``x`` (its values times ``scale``: raw uint8 pixels and
+    1/255, say) through every layer, filling ``acts``: hidden layers through
+    ReLU, the last layer's logits as they are. ``rows[i]`` is layer ``i``'s
+    scratch for :func:`~fastnet.kernels.sparse_linear_forward`."""
     # x (B, D), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i] (B, H_i), rows[i] (S, D_i)
     n = len(weights)
-    sparse_linear_forward(acts[0], rows[0], x, weights[0], biases[0])
+    sparse_linear_forward(acts[0], rows[0], x, weights[0], biases[0], scale)
     for i in range(1, n):
         relu_forward(acts[i - 1], acts[i - 1])
-        sparse_linear_forward(acts[i], rows[i], acts[i - 1], weights[i], biases[i])
+        sparse_linear_forward(acts[i], rows[i], acts[i - 1], weights[i], biases[i], 1.0)
 
 
 @jit
 def train_batches(x, y, acts, dacts, rows, cols, probs, losses, weights, biases, dweights, dbiases,
-                  params, grads, state1, state2, images, labels, order, start, count,
+                  params, grads, state1, state2, images, labels, order, start, count, scale,
                   optimizer, lr, momentum, weight_decay, beta1, beta2, eps, step):
     """Take ``count`` mini-batch steps, batch ``i`` being samples
-    ``order[start + i*B : start + (i+1)*B]``, with ``B = x.shape[0]``.
+    ``order[start + i*B : start + (i+1)*B]``, with ``B = x.shape[0]``. The
+    batch is copied into ``x`` as it is stored (uint8 pixels, say); the first
+    layer multiplies it by ``scale`` as it reads it.
 
     ``params``, ``grads``, ``state1`` and ``state2`` are pairs of flat views
     (all weights, all biases) of the buffers that ``weights``, ``biases``,
@@ -100,8 +103,8 @@ def train_batches(x, y, acts, dacts, rows, cols, probs, losses, weights, biases,
     loss_sum = 0.0
     correct = 0
     for i in range(count):
-        gather_batch(x, y, images, labels, order, start + i * B, 1.0 / 255.0)
-        forward(acts, rows, x, weights, biases)
+        gather_batch(x, y, images, labels, order, start + i * B, 1)
+        forward(acts, rows, x, weights, biases, scale)
         softmax_cross_entropy_forward(probs, losses, acts[n - 1], y)
         batch_loss = float(losses.sum())
         if not math.isfinite(batch_loss):
@@ -111,10 +114,10 @@ def train_batches(x, y, acts, dacts, rows, cols, probs, losses, weights, biases,
 
         softmax_cross_entropy_backward(dacts[n - 1], probs, y)
         for j in range(n - 1, 0, -1):
-            sparse_linear_backward_params(dweights[j], dbiases[j], cols[j], dacts[j], acts[j - 1])
+            sparse_linear_backward_params(dweights[j], dbiases[j], cols[j], dacts[j], acts[j - 1], 1.0)
             linear_backward_input(dacts[j - 1], dacts[j], weights[j])
             relu_backward(dacts[j - 1], dacts[j - 1], acts[j - 1])
-        sparse_linear_backward_params(dweights[0], dbiases[0], cols[0], dacts[0], x)
+        sparse_linear_backward_params(dweights[0], dbiases[0], cols[0], dacts[0], x, scale)
 
         step += 1
         for g in range(2):

@@ -98,13 +98,13 @@ class MLP:
         ops = _engine.get(engine)
         n = images.shape[0]
         out = np.empty((n, self.sizes[-1]), self.dtype)
-        ws = Workspace(self.sizes, min(batch_size, max(n, 1)), self.dtype)
+        ws = Workspace(self.sizes, min(batch_size, max(n, 1)), self.dtype, input_dtype=images.dtype)
         order = np.arange(n, dtype=np.int64)
         no_labels = np.zeros(n, np.uint8)  # gather_batch fills y too; prediction ignores it
         for start in range(0, n, ws.batch_size):
             view = ws.rows(min(ws.batch_size, n - start))
-            ops.gather_batch(view.x, view.y, images, no_labels, order, start, scale)
-            ops.forward(view.acts, view.row_index, view.x, self.weights, self.biases)
+            ops.gather_batch(view.x, view.y, images, no_labels, order, start, 1)
+            ops.forward(view.acts, view.row_index, view.x, self.weights, self.biases, scale)
             ops.softmax_cross_entropy_forward(view.probs, view.losses, view.acts[-1], view.y)
             out[start:start + view.batch_size] = view.probs
         return out
@@ -256,18 +256,19 @@ class _Rows:
 class Workspace:
     """Every buffer one forward and backward pass needs, allocated once.
 
-    ``x (B, D)`` the batch, ``y (B,)`` its labels, ``acts[i] (B, H_i)`` each
+    ``x (B, D)`` the batch as stored (``input_dtype``: uint8 pixels, which the
+    first layer scales as it reads them), ``y (B,)`` its labels, ``acts[i] (B, H_i)`` each
     layer's output (after ReLU for hidden layers, the logits for the last),
     ``dacts[i]`` the gradients with respect to those, ``probs (B, K)`` and
     ``losses (B,)``. :meth:`rows` gives the same buffers cut to fewer rows,
     for the last, shorter batch of an epoch.
     """
 
-    def __init__(self, sizes, batch_size, dtype):
+    def __init__(self, sizes, batch_size, dtype, input_dtype=np.uint8):
         self.sizes = _check_sizes(sizes)
         self.batch_size = int(batch_size)
         B = self.batch_size
-        self.x = np.zeros((B, sizes[0]), dtype)
+        self.x = np.zeros((B, sizes[0]), input_dtype)
         self.y = np.zeros(B, np.int32)
         self.acts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
         self.dacts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])

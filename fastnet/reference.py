@@ -50,17 +50,17 @@ def linear_backward(dinp, dweight, dbias, dout, inp, weight):
     linear_backward_input(dinp, dout, weight)
 
 
-def sparse_linear_forward(out, index, inp, weight, bias):
-    """The same as :func:`linear_forward`: skipping zero inputs is the kernel's
+def sparse_linear_forward(out, index, inp, weight, bias, scale):
+    """:func:`linear_forward` of ``scale * inp``: skipping zero inputs is the kernel's
     business, and ``index`` is its scratch space (left untouched here)."""
-    # inp (B, D), weight (D, H), bias (H,), out (B, H), index (S, D)
-    linear_forward(out, inp, weight, bias)
+    # inp (B, D) any numeric dtype, weight (D, H), bias (H,), out (B, H), index (S, D)
+    linear_forward(out, inp.astype(weight.dtype) * weight.dtype.type(scale), weight, bias)
 
 
-def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
-    """The same as :func:`linear_backward_params`; ``index`` is the kernel's scratch space."""
-    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), index (S, >=B)
-    linear_backward_params(dweight, dbias, dout, inp)
+def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
+    """:func:`linear_backward_params` of ``scale * inp``; ``index`` is the kernel's scratch space."""
+    # dout (B, H), inp (B, D) any numeric dtype, dweight (D, H), dbias (H,), index (S, >=min(B, 256))
+    linear_backward_params(dweight, dbias, dout, inp.astype(dweight.dtype) * dweight.dtype.type(scale))
 
 
 # --- the ReLU activation --------------------------------------------------------

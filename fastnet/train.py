@@ -25,6 +25,8 @@ from .model import MLP, ModelFormatError, Workspace, split_params
 
 #: Progress is reported about this many times per epoch.
 PROGRESS_STEPS = 50
+#: uint8 pixels are trained on as pixel / 255.
+PIXEL_SCALE = 1 / 255
 
 
 class TrainingDiverged(FloatingPointError):
@@ -180,8 +182,8 @@ class Trainer:
         order = np.arange(self.n_train, dtype=np.int64)
         self._steps(self.workspace.rows(self.batch_size), order, 0, 0, self.config.lr)
         ws = self.workspace.rows(1)
-        self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1 / 255)
-        self.ops.forward(ws.acts, ws.row_index, ws.x, self.model.weights, self.model.biases)
+        self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1)
+        self.ops.forward(ws.acts, ws.row_index, ws.x, self.model.weights, self.model.biases, PIXEL_SCALE)
         self.ops.softmax_cross_entropy_forward(ws.probs, ws.losses, ws.acts[-1], ws.y)
         return time.perf_counter() - t0
 
@@ -192,7 +194,7 @@ class Trainer:
         return self.ops.train_batches(
             ws.x, ws.y, ws.acts, ws.dacts, ws.row_index, ws.col_index, ws.probs, ws.losses, m.weights, m.biases,
             self.dweights, self.dbiases, params, grads, s1, s2,
-            self.images, self.labels, order, start, count,
+            self.images, self.labels, order, start, count, PIXEL_SCALE,
             _engine.OPTIMIZERS.index(c.optimizer), lr, c.momentum, c.weight_decay,
             c.beta1, c.beta2, c.eps, self.step,
         )

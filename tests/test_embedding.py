@@ -125,7 +125,7 @@ def user_forward_in_chunks(z, zs, a, probs, losses, index, x, weight, bias, labe
     for c in prange(chunks):
         lo, hi = c * B // chunks, (c + 1) * B // chunks
         kernels.linear_forward(z[lo:hi], x[lo:hi], weight, bias)
-        kernels.sparse_linear_forward(zs[lo:hi], index[c], x[lo:hi], weight, bias)
+        kernels.sparse_linear_forward(zs[lo:hi], index[c], x[lo:hi], weight, bias, 1.0)
         kernels.relu_forward(a[lo:hi], z[lo:hi])
         kernels.softmax_cross_entropy_forward(probs[lo:hi], losses[lo:hi], z[lo:hi], labels[lo:hi])
 
@@ -150,7 +150,7 @@ def user_backward_params_in_chunks(dweight, dbias, dinp, part_dw, part_db, part_
     for c in prange(chunks):
         lo, hi = c * B // chunks, (c + 1) * B // chunks
         kernels.linear_backward_params(part_dw[c], part_db[c], dout[lo:hi], x[lo:hi])
-        kernels.sparse_linear_backward_params(part_dw2[c], part_db2[c], index[c], dout[lo:hi], x[lo:hi])
+        kernels.sparse_linear_backward_params(part_dw2[c], part_db2[c], index[c], dout[lo:hi], x[lo:hi], 1.0)
         kernels.linear_backward(dinp[lo:hi], part_dw2[chunks + c], part_db2[chunks + c], dout[lo:hi],
                                 x[lo:hi], weight)
     for k in range(3):

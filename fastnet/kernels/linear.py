@@ -84,9 +84,14 @@ def linear_backward(dinp, dweight, dbias, dout, inp, weight):
 
 
 @jit(parallel=True)
-def sparse_linear_forward(out, index, inp, weight, bias):
-    """Overwrite ``out`` with ``inp @ weight + bias``, as :func:`linear_forward`,
-    doing work only for the non-zero inputs. ``index`` is scratch (overwritten).
+def sparse_linear_forward(out, index, inp, weight, bias, scale):
+    """Overwrite ``out`` with ``scale * inp @ weight + bias`` (as :func:`linear_forward`
+    when ``scale`` is 1), doing work only for the non-zero inputs. ``index``
+    is scratch (overwritten).
+
+    ``inp`` may hold integers: raw uint8 pixels with ``scale = 1/255`` are read
+    at a quarter of the memory traffic of a float32 copy, and each pixel is
+    converted (and scaled) as it is used.
 
     Each row first lists its non-zero columns in a row of ``index`` without
     a branch, then adds four weight rows per pass over ``out[b]``: four times
@@ -100,10 +105,12 @@ def sparse_linear_forward(out, index, inp, weight, bias):
     one thread in one fixed order, so the thread count does not change the
     result either.
     """
-    # inp (B, D), weight (D, H), bias (H,), out (B, H), index (S, D) int32
+    # inp (B, D) any numeric dtype, weight (D, H), bias (H,), out (B, H), index (S, D) int32
     B, D = inp.shape
     H = weight.shape[1]
     S = min(index.shape[0], B)
+    t = weight.dtype.type
+    a = t(scale)
     for s in prange(S):
         for b in range(s * B // S, (s + 1) * B // S):
             n = 0
@@ -115,12 +122,12 @@ def sparse_linear_forward(out, index, inp, weight, bias):
             n4 = n - n % 4
             for j in range(0, n4, 4):
                 d0, d1, d2, d3 = index[s, j], index[s, j + 1], index[s, j + 2], index[s, j + 3]
-                x0, x1, x2, x3 = inp[b, d0], inp[b, d1], inp[b, d2], inp[b, d3]
+                x0, x1, x2, x3 = t(inp[b, d0]) * a, t(inp[b, d1]) * a, t(inp[b, d2]) * a, t(inp[b, d3]) * a
                 for h in range(H):
                     out[b, h] += x0 * weight[d0, h] + x1 * weight[d1, h] + x2 * weight[d2, h] + x3 * weight[d3, h]
             for j in range(n4, n):
                 d = index[s, j]
-                x = inp[b, d]
+                x = t(inp[b, d]) * a
                 for h in range(H):
                     out[b, h] += x * weight[d, h]
 
@@ -132,10 +139,11 @@ SAMPLE_CHUNK = 256
 
 
 @jit(inline=True)
-def _add_column_products(dweight, index, s, d, c0, c1, dout, inp):
-    """``dweight[d] += inp[c0:c1, d] @ dout[c0:c1]`` over the non-zero inputs,
+def _add_column_products(dweight, index, s, d, c0, c1, dout, inp, a):
+    """``dweight[d] += a * inp[c0:c1, d] @ dout[c0:c1]`` over the non-zero inputs,
     four rows per pass, listing them in ``index[s]``."""
     H = dout.shape[1]
+    t = dweight.dtype.type
     n = 0
     for b in range(c0, c1):
         index[s, n] = b
@@ -143,21 +151,23 @@ def _add_column_products(dweight, index, s, d, c0, c1, dout, inp):
     n4 = n - n % 4
     for j in range(0, n4, 4):
         b0, b1, b2, b3 = index[s, j], index[s, j + 1], index[s, j + 2], index[s, j + 3]
-        x0, x1, x2, x3 = inp[b0, d], inp[b1, d], inp[b2, d], inp[b3, d]
+        x0, x1, x2, x3 = t(inp[b0, d]) * a, t(inp[b1, d]) * a, t(inp[b2, d]) * a, t(inp[b3, d]) * a
         for h in range(H):
             dweight[d, h] += x0 * dout[b0, h] + x1 * dout[b1, h] + x2 * dout[b2, h] + x3 * dout[b3, h]
     for j in range(n4, n):
         b = index[s, j]
-        x = inp[b, d]
+        x = t(inp[b, d]) * a
         for h in range(H):
             dweight[d, h] += x * dout[b, h]
 
 
 @jit(parallel=True)
-def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
-    """Overwrite ``dweight`` with ``inp.T @ dout`` and ``dbias`` with ``dout``
-    summed over the batch, as :func:`linear_backward_params`, doing work only
-    for the non-zero inputs. ``index`` is scratch (overwritten).
+def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
+    """Overwrite ``dweight`` with ``scale * inp.T @ dout`` and ``dbias`` with
+    ``dout`` summed over the batch (as :func:`linear_backward_params` when
+    ``scale`` is 1), doing work only for the non-zero inputs. ``index`` is
+    scratch (overwritten); ``inp`` may hold integers, as in
+    :func:`sparse_linear_forward`.
 
     For each row ``d`` of ``dweight``, the samples whose input ``d`` is
     non-zero are listed first, then four of their ``dout`` rows are added per
@@ -169,10 +179,11 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
     or more; any ``S >= 1`` gives the same bits. Each sum runs over the batch
     in order, so the thread count does not change the result.
     """
-    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), index (S, >=min(B, 256)) int32
+    # dout (B, H), inp (B, D) any numeric dtype, dweight (D, H), dbias (H,), index (S, >=min(B, 256)) int32
     B, D = inp.shape
     H = dout.shape[1]
     S = min(index.shape[0], D)
+    a = dweight.dtype.type(scale)
     for s in prange(S):
         d_lo = s * D // S
         d_hi = (s + 1) * D // S
@@ -180,14 +191,14 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp):
             for d in range(d_lo, d_hi):
                 for h in range(H):
                     dweight[d, h] = 0
-                _add_column_products(dweight, index, s, d, 0, B, dout, inp)
+                _add_column_products(dweight, index, s, d, 0, B, dout, inp, a)
         else:
             for d in range(d_lo, d_hi):
                 for h in range(H):
                     dweight[d, h] = 0
             for c0 in range(0, B, SAMPLE_CHUNK):
                 for d in range(d_lo, d_hi):
-                    _add_column_products(dweight, index, s, d, c0, min(B, c0 + SAMPLE_CHUNK), dout, inp)
+                    _add_column_products(dweight, index, s, d, c0, min(B, c0 + SAMPLE_CHUNK), dout, inp, a)
     for h in prange(H):
         acc = dbias.dtype.type(0)
         for b in range(B):
