@@ -652,3 +652,111 @@ def test_results_do_not_depend_on_thread_count(rng, dtype):
         b = two[name] if isinstance(two[name], list) else [two[name]]
         for i, (u, w) in enumerate(zip(a, b)):
             assert np.array_equal(u, w, equal_nan=False), f"{name} output {i} differs between 1 and 2 threads"
+
+
+# --- sparse-input linear kernels ------------------------------------------------
+
+# (B, D, H): B=1, odd widths, MNIST's first layer, and batches past the
+# 256-sample chunks that sparse_linear_backward_params takes a large batch in.
+SPARSE_SHAPES = [(1, 13, 7), (6, 13, 7), (5, 13, 3), (32, 784, 128), (300, 20, 9), (600, 50, 10)]
+
+
+def make_pixels(rng, B, D, density=0.2):
+    """uint8 'pixels', most of them zero, as MNIST's are."""
+    x = rng.integers(1, 256, (B, D)) * (rng.random((B, D)) < density)
+    return x.astype(np.uint8)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
+@pytest.mark.parametrize("B,D,H", SPARSE_SHAPES)
+def test_sparse_linear_forward_matches_reference(rng, B, D, H, kind, dtype):
+    if kind == "uint8":
+        inp, scale = make_pixels(rng, B, D), 1 / 255
+    else:
+        inp, scale = make_input(rng, kind, B, D, dtype), 1.0
+    weight, bias = make_layer(rng, D, H, dtype)
+    got, want = garbage((B, H), dtype), garbage((B, H), dtype)
+    index = np.full((16, D), -1, np.int32)
+    kernels.sparse_linear_forward(got, index, inp, weight, bias, scale)
+    reference.sparse_linear_forward(want, index.copy(), inp, weight, bias, scale)
+    scaled = inp.astype(np.float64) * scale
+    np.testing.assert_allclose(got, want, **tol(dtype, abs_scale(scaled, weight)),
+                               err_msg=f"sparse_linear_forward {B}x{D}x{H} {kind} {dtype.__name__}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
+@pytest.mark.parametrize("B,D,H", SPARSE_SHAPES)
+def test_sparse_linear_backward_params_matches_reference(rng, B, D, H, kind, dtype):
+    if kind == "uint8":
+        inp, scale = make_pixels(rng, B, D), 1 / 255
+    else:
+        inp, scale = make_input(rng, kind, B, D, dtype), 1.0
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    got = garbage((D, H), dtype), garbage(H, dtype)
+    want = garbage((D, H), dtype), garbage(H, dtype)
+    index = np.full((16, min(B, 256)), -1, np.int32)   # the least the kernel needs
+    kernels.sparse_linear_backward_params(*got, index, dout, inp, scale)
+    reference.sparse_linear_backward_params(*want, index.copy(), dout, inp, scale)
+    scaled = inp.astype(np.float64) * scale
+    np.testing.assert_allclose(got[0], want[0], **tol(dtype, abs_scale(scaled.T, dout)),
+                               err_msg=f"sparse dweight {B}x{D}x{H} {kind} {dtype.__name__}")
+    np.testing.assert_allclose(got[1], want[1], **tol(dtype, float(np.abs(dout).sum(0).max())),
+                               err_msg=f"sparse dbias {B}x{D}x{H} {kind} {dtype.__name__}")
+
+
+@pytest.mark.parametrize("B", [7, 128, 600])
+def test_sparse_kernels_give_the_same_bits_for_any_number_of_parts(rng, B):
+    """S, the scratch's rows, sets how the work is split, never the result."""
+    D, H = 50, 12
+    inp = make_pixels(rng, B, D)
+    weight, bias = make_layer(rng, D, H, np.float32)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    outs, grads = [], []
+    for S in (1, 3, 16, 64):
+        out = garbage((B, H), np.float32)
+        kernels.sparse_linear_forward(out, np.zeros((S, D), np.int32), inp, weight, bias, 1 / 255)
+        dw, db = garbage((D, H), np.float32), garbage(H, np.float32)
+        kernels.sparse_linear_backward_params(dw, db, np.zeros((S, B), np.int32), dout, inp, 1 / 255)
+        outs.append(out)
+        grads.append((dw, db))
+    for S, out, (dw, db) in zip((3, 16, 64), outs[1:], grads[1:]):
+        assert np.array_equal(out, outs[0]), f"forward with S={S} differs from S=1"
+        assert np.array_equal(dw, grads[0][0]) and np.array_equal(db, grads[0][1]), f"params with S={S}"
+
+
+def test_sparse_kernels_on_uint8_match_float_input(rng):
+    """Raw pixels with scale 1/255 give the very bits of the float32 batch gather_batch would make."""
+    B, D, H = 64, 784, 32
+    pixels = make_pixels(rng, B, D)
+    x = np.empty((B, D), np.float32)
+    kernels.gather_batch(x, np.empty(B, np.int32), pixels, np.zeros(B, np.uint8), np.arange(B), 0, 1 / 255)
+    weight, bias = make_layer(rng, D, H, np.float32)
+    a, b = garbage((B, H), np.float32), garbage((B, H), np.float32)
+    index = np.zeros((16, D), np.int32)
+    kernels.sparse_linear_forward(a, index, pixels, weight, bias, 1 / 255)
+    kernels.sparse_linear_forward(b, index, x, weight, bias, 1.0)
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads")
+def test_sparse_kernels_do_not_depend_on_thread_count(rng):
+    B, D, H = 300, 784, 128
+    inp = make_pixels(rng, B, D)
+    weight, bias = make_layer(rng, D, H, np.float32)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            out = garbage((B, H), np.float32)
+            kernels.sparse_linear_forward(out, np.zeros((16, D), np.int32), inp, weight, bias, 1 / 255)
+            dw, db = garbage((D, H), np.float32), garbage(H, np.float32)
+            kernels.sparse_linear_backward_params(dw, db, np.zeros((16, 256), np.int32), dout, inp, 1 / 255)
+            results.append((out, dw, db))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)

@@ -138,8 +138,7 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
 SAMPLE_CHUNK = 256
 
 
-@jit(inline=True)
-def _add_column_products(dweight, index, s, d, c0, c1, dout, inp, a):
+def _column_products(dweight, index, s, d, c0, c1, dout, inp, a):
     """``dweight[d] += a * inp[c0:c1, d] @ dout[c0:c1]`` over the non-zero inputs,
     four rows per pass, listing them in ``index[s]``."""
     H = dout.shape[1]
@@ -159,6 +158,12 @@ def _add_column_products(dweight, index, s, d, c0, c1, dout, inp, a):
         x = t(inp[b, d]) * a
         for h in range(H):
             dweight[d, h] += x * dout[b, h]
+
+
+# Compiled into the kernel for the usual batch, called for the rare large one:
+# one inlined copy keeps the kernel's compile time down.
+_add_column_products = jit(_column_products, inline=True)
+_add_column_products_call = jit(_column_products)
 
 
 @jit(parallel=True)
@@ -198,9 +203,9 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
                     dweight[d, h] = 0
             for c0 in range(0, B, SAMPLE_CHUNK):
                 for d in range(d_lo, d_hi):
-                    _add_column_products(dweight, index, s, d, c0, min(B, c0 + SAMPLE_CHUNK), dout, inp, a)
-    for h in prange(H):
-        acc = dbias.dtype.type(0)
-        for b in range(B):
-            acc += dout[b, h]
-        dbias[h] = acc
+                    _add_column_products_call(dweight, index, s, d, c0, min(B, c0 + SAMPLE_CHUNK), dout, inp, a)
+    for h in range(H):
+        dbias[h] = 0
+    for b in range(B):
+        for h in range(H):
+            dbias[h] += dout[b, h]
