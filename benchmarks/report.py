@@ -20,7 +20,6 @@ another process competes for the cores.
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile

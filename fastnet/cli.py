@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -237,25 +236,18 @@ def _data_error(exc, dataset):
     from .data import DatasetError, DatasetNotFoundError, IdxFormatError
 
     if isinstance(exc, DatasetNotFoundError):
-        lines = str(exc).splitlines()
-        first = lines[0].rstrip(".")
-        if first.startswith("data_dir "):
+        first = str(exc).splitlines()[0].rstrip(".")
+        if exc.data_dir is not None:
             return (f"--data {first[len('data_dir '):]}; pass a folder that holds all four "
                     "(or drop --data to use $FASTNET_DATA or the download cache)")
-        folders = [m.group(1) for m in (re.match(r"  (\S.*?) \((?:does not exist|missing .*)\)$", line)
-                                        for line in lines) if m]
-        why = next((line[len("Did not download: "):].rstrip(".") for line in lines
-                    if line.startswith("Did not download: ")), None)
+        folders = [str(folder) for folder, _ in exc.searched]
         where = f" in {', '.join(folders)}" if folders else ""
-        if why == "offline=True":
-            why = "--offline"
-        tried = lines[lines.index("Tried to download:") + 1:] if "Tried to download:" in lines else []
-        tried = [line.strip() for line in tried if line.startswith("  ")]
+        why = "--offline" if exc.why_no_download == "offline=True" else exc.why_no_download
         if why:
             reason = f" and downloading is off ({why})"
-        elif tried:
-            more = f" and {len(tried) - 1} more" if len(tried) > 1 else ""
-            reason = f" and the download failed ({tried[0]}{more})"
+        elif exc.attempts:
+            more = f" and {len(exc.attempts) - 1} more" if len(exc.attempts) > 1 else ""
+            reason = f" and the download failed ({exc.attempts[0]}{more})"
         else:
             reason = " and the download failed"
         return (f"{first}{where}{reason}; pass --data DIR (a folder holding its four IDX files) "

@@ -28,7 +28,6 @@ def test_tiny_network_by_hand(impl, dtype):
     W2 = np.array([[1.0, -1.0],
                    [2.0, 3.0]], dtype=dtype)
     b2 = np.array([-1.0, 1.0], dtype=dtype)
-    f = lambda *a: np.array(a, dtype=dtype)  # noqa: E731
     nan = lambda *shape: np.full(shape, np.nan, dtype=dtype)  # noqa: E731
     exact = dict(rtol=0, atol=0)
     close = dict(rtol=1e-6 if dtype == np.float32 else 1e-14, atol=0)

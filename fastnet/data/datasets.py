@@ -147,7 +147,23 @@ class DatasetError(ValueError):
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """No folder holds the data set and it could not be downloaded."""
+    """No folder holds the data set and it could not be downloaded.
+
+    Besides its message, it says what happened as data: ``dataset``;
+    ``data_dir``, the folder given explicitly (then nothing else was tried);
+    ``searched``, a list of ``(folder, what was wrong with it)``;
+    ``why_no_download``, why nothing was downloaded (None if it was tried);
+    ``attempts``, one line per download that failed.
+    """
+
+    def __init__(self, message, *, dataset=None, data_dir=None, searched=(), why_no_download=None,
+                 attempts=()):
+        super().__init__(message)
+        self.dataset = dataset
+        self.data_dir = data_dir
+        self.searched = list(searched)
+        self.why_no_download = why_no_download
+        self.attempts = list(attempts)
 
 
 def _env_flag(name: str) -> bool:
@@ -326,7 +342,8 @@ def _locate(dataset: str, dspec: DatasetSpec, data_dir, cache_dir: Path,
                 hint = f" (they are in {folder / dataset}: pass that folder instead)"
             raise DatasetNotFoundError(
                 f"data_dir {folder} does not hold the {dataset} files: missing "
-                f"{', '.join(missing)} (.gz or raw){hint}"
+                f"{', '.join(missing)} (.gz or raw){hint}",
+                dataset=dataset, data_dir=folder, searched=[(folder, f"missing {', '.join(missing)}")],
             )
         return paths
     folders = []
@@ -446,7 +463,8 @@ def _download_missing(name: str, dspec: DatasetSpec, cache: Path, searched: list
     elif _env_flag("FASTNET_OFFLINE"):
         why_not = f"FASTNET_OFFLINE={os.environ['FASTNET_OFFLINE']} is set"
     if why_not:
-        raise DatasetNotFoundError(_not_found_message(name, searched, [], why_not))
+        raise DatasetNotFoundError(_not_found_message(name, searched, [], why_not), dataset=name,
+                                   searched=searched, why_no_download=why_not)
     if progress is None:
         progress = sys.stderr is not None and sys.stderr.isatty()
     urls = _mirror_list(name, mirrors, dspec)
@@ -458,6 +476,7 @@ def _download_missing(name: str, dspec: DatasetSpec, cache: Path, searched: list
             spec, urls, cache, timeout=timeout, progress=progress,
             allow_unverified=allow_unverified, attempts=attempts)
         if path is None:
-            raise DatasetNotFoundError(_not_found_message(name, searched, attempts, None))
+            raise DatasetNotFoundError(_not_found_message(name, searched, attempts, None), dataset=name,
+                                       searched=searched, attempts=attempts)
         paths.append(path)
     return paths
