@@ -13,8 +13,6 @@ file with the wrong format, version, shapes or dtype is refused with a
 """
 import json
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import engine as _engine
+from ._files import atomic_write
 
 FORMAT = "fastnet-mlp"
 FORMAT_VERSION = 1
@@ -219,25 +218,9 @@ def split_params(flat, sizes):
 
 
 def atomic_savez(path, payload):
-    """``np.savez`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``np.savez`` to ``path`` atomically (see :func:`fastnet._files.atomic_write`)."""
+    with atomic_write(path) as f:
+        np.savez(f, **payload)
 
 
 @dataclass

@@ -23,13 +23,13 @@ from __future__ import annotations
 import gzip
 import os
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple, Union
 
 import numpy as np
 
+from fastnet._files import atomic_write
 from fastnet.data import _idx
 
 __all__ = ["IdxFormatError", "IdxHeader", "read_idx", "write_idx", "parse_header"]
@@ -377,12 +377,6 @@ def _encode(array: np.ndarray, name: str) -> tuple[bytes, np.ndarray]:
     return header, payload
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_idx(path: PathLike | BinaryIO, array, *, compresslevel: int = 6) -> None:
     """Write ``array`` to ``path`` as an IDX file, gzip-compressed if the name ends in ``.gz``.
 
@@ -412,24 +406,14 @@ def write_idx(path: PathLike | BinaryIO, array, *, compresslevel: int = 6) -> No
         return
     path = Path(path)
     header, payload = _encode(array, str(path))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with open(fd, "wb") as raw:
-            if path.name.endswith(".gz"):
-                # mtime=0 and no file name in the gzip header: the same array
-                # always gives the same bytes.
-                with gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                   compresslevel=compresslevel, mtime=0) as f:
-                    f.write(header)
-                    f.write(memoryview(payload.reshape(-1).view(np.uint8)))
-            else:
-                raw.write(header)
-                raw.write(memoryview(payload.reshape(-1).view(np.uint8)))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates files 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as raw:
+        if path.name.endswith(".gz"):
+            # mtime=0 and no file name in the gzip header: the same array
+            # always gives the same bytes.
+            with gzip.GzipFile(filename="", mode="wb", fileobj=raw,
+                               compresslevel=compresslevel, mtime=0) as f:
+                f.write(header)
+                f.write(memoryview(payload.reshape(-1).view(np.uint8)))
+        else:
+            raw.write(header)
+            raw.write(memoryview(payload.reshape(-1).view(np.uint8)))
