@@ -442,16 +442,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     explicit = _explicit(parser, sys.argv[1:] if argv is None else argv)
-    prog = parser.prog
-    try:
-        return _train(parser, args, explicit)
-    except CommandError as exc:
-        return _fail(prog, exc)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
-        return 130
-    except BrokenPipeError:
-        return _closed_stdout()
+    return _run(parser.prog, lambda: _train(parser, args, explicit))
 
 
 def _validate(parser, args, explicit):
@@ -632,10 +623,15 @@ def eval_main(argv=None):
     """``fastnet-eval MODEL``: print a saved model's test accuracy and confusion matrix."""
     parser = build_eval_parser()
     args = parser.parse_args(argv)
-    prog = parser.prog
     _check_threads(parser, args.threads)
+    return _run(parser.prog, lambda: _evaluate(args))
+
+
+def _run(prog, command):
+    """Run ``command()`` and turn the ways it can end into exit codes: an error
+    that was our user's to fix (one line, 1), Ctrl-C (130), a closed stdout."""
     try:
-        return _evaluate(args)
+        return command()
     except CommandError as exc:
         return _fail(prog, exc)
     except KeyboardInterrupt:

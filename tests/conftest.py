@@ -37,3 +37,15 @@ def mnist_dir():
     if MNIST_DIR is None:
         pytest.skip("MNIST not found: set FASTNET_DATA to a folder holding mnist/")
     return MNIST_DIR
+
+
+@pytest.fixture
+def isolated_data_env(monkeypatch, tmp_path):
+    """No FASTNET_* variable (CI sets FASTNET_OFFLINE=1), no system folder, and a
+    default cache under tmp_path: load_dataset sees only what a test gives it."""
+    from fastnet.data import datasets
+
+    for var in ("FASTNET_DATA", "FASTNET_OFFLINE", "FASTNET_MIRRORS"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", ())
+    monkeypatch.setattr(datasets, "default_cache_dir", lambda: tmp_path / "default-cache")

@@ -11,12 +11,8 @@ NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No FASTNET_* variable, no system folder, and a cache under tmp_path."""
-    for var in ("FASTNET_DATA", "FASTNET_OFFLINE", "FASTNET_MIRRORS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", ())
-    monkeypatch.setattr(datasets, "default_cache_dir", lambda: tmp_path / "default-cache")
+def isolated(isolated_data_env):
+    """Every test here sees only the data it makes (tests/conftest.py)."""
 
 
 def fake_dataset(folder, rng, n_train=6, n_test=4, *, names=NAMES, suffix=".gz", labels=None):

@@ -55,12 +55,8 @@ class Server:
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No FASTNET_* variable (CI sets FASTNET_OFFLINE=1), no system folder, a tmp default cache."""
-    for var in ("FASTNET_DATA", "FASTNET_OFFLINE", "FASTNET_MIRRORS"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setattr(datasets, "SYSTEM_DATA_DIRS", ())
-    monkeypatch.setattr(datasets, "default_cache_dir", lambda: tmp_path / "default-cache")
+def isolated(isolated_data_env):
+    """Every test here sees only the data it makes (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
