@@ -20,6 +20,8 @@ import numpy as np
 
 from . import reference
 from ._jit import jit
+# train_batches takes an update rule as its index in OPTIMIZERS
+from .config import ENGINES, OPTIMIZERS  # noqa: F401
 from .kernels import (
     adam_update,
     gather_batch,
@@ -33,11 +35,6 @@ from .kernels import (
     sparse_linear_backward_params,
     sparse_linear_forward,
 )
-
-ENGINES = ("numba", "numpy")
-
-#: Update rules by the code that :func:`train_batches` takes.
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
 
 @jit

@@ -21,12 +21,12 @@ import numpy as np
 
 from . import engine as _engine
 from ._files import atomic_write
+from .config import DTYPES
 
 FORMAT = "fastnet-mlp"
 FORMAT_VERSION = 1
 #: How many parts the sparse kernels split their work into (their scratch rows).
 SCRATCH_PARTS = 16
-DTYPES = ("float32", "float64")
 
 
 class ModelFormatError(ValueError):
