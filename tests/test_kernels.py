@@ -667,14 +667,18 @@ def make_pixels(rng, B, D, density=0.2):
     return x.astype(np.uint8)
 
 
+def sparse_input(rng, kind, B, D, dtype):
+    """``(inp, scale)`` for the sparse kernels: uint8 pixels with 1/255, or floats with 1."""
+    if kind == "uint8":
+        return make_pixels(rng, B, D), 1 / 255
+    return make_input(rng, kind, B, D, dtype), 1.0
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
 @pytest.mark.parametrize("B,D,H", SPARSE_SHAPES)
 def test_sparse_linear_forward_matches_reference(rng, B, D, H, kind, dtype):
-    if kind == "uint8":
-        inp, scale = make_pixels(rng, B, D), 1 / 255
-    else:
-        inp, scale = make_input(rng, kind, B, D, dtype), 1.0
+    inp, scale = sparse_input(rng, kind, B, D, dtype)
     weight, bias = make_layer(rng, D, H, dtype)
     got, want = garbage((B, H), dtype), garbage((B, H), dtype)
     index = np.full((16, D), -1, np.int32)
@@ -689,10 +693,7 @@ def test_sparse_linear_forward_matches_reference(rng, B, D, H, kind, dtype):
 @pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
 @pytest.mark.parametrize("B,D,H", SPARSE_SHAPES)
 def test_sparse_linear_backward_params_matches_reference(rng, B, D, H, kind, dtype):
-    if kind == "uint8":
-        inp, scale = make_pixels(rng, B, D), 1 / 255
-    else:
-        inp, scale = make_input(rng, kind, B, D, dtype), 1.0
+    inp, scale = sparse_input(rng, kind, B, D, dtype)
     dout = rng.standard_normal((B, H)).astype(dtype)
     got = garbage((D, H), dtype), garbage(H, dtype)
     want = garbage((D, H), dtype), garbage(H, dtype)
