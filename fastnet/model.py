@@ -103,7 +103,7 @@ class MLP:
         for start in range(0, n, ws.batch_size):
             view = ws.rows(min(ws.batch_size, n - start))
             ops.gather_batch(view.x, view.y, images, no_labels, order, start, 1)
-            ops.forward(view.acts, view.row_index, view.x, self.weights, self.biases, scale)
+            ops.forward(view.acts, view.pre, view.row_index, view.x, self.weights, self.biases, scale)
             ops.softmax_cross_entropy_forward(view.probs, view.losses, view.acts[-1], view.y)
             out[start:start + view.batch_size] = view.probs
         return out
@@ -229,6 +229,7 @@ class _Rows:
     x: np.ndarray
     y: np.ndarray
     acts: tuple
+    pre: tuple
     dacts: tuple
     row_index: tuple
     col_index: tuple
@@ -242,7 +243,10 @@ class Workspace:
     ``x (B, D)`` the batch as stored (``input_dtype``: uint8 pixels, which the
     first layer scales as it reads them), ``y (B,)`` its labels, ``acts[i] (B, H_i)`` each
     layer's output (after ReLU for hidden layers, the logits for the last),
-    ``dacts[i]`` the gradients with respect to those, ``probs (B, K)`` and
+    ``pre[i]`` a hidden layer's output before its ReLU (the backward pass
+    reuses it for the gradient with respect to ``acts[i]``; the last layer's
+    is empty), ``dacts[i]`` the gradients with respect to each layer's output
+    before any ReLU, ``probs (B, K)`` and
     ``losses (B,)``. :meth:`rows` gives the same buffers cut to fewer rows,
     for the last, shorter batch of an epoch.
     """
@@ -254,6 +258,8 @@ class Workspace:
         self.x = np.zeros((B, sizes[0]), input_dtype)
         self.y = np.zeros(B, np.int32)
         self.acts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
+        # separate from acts: a kernel whose output is its input does not vectorise
+        self.pre = tuple(np.zeros((B, h if i < len(sizes) - 2 else 0), dtype) for i, h in enumerate(sizes[1:]))
         self.dacts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
         self.row_index = tuple(np.zeros((SCRATCH_PARTS, d), np.int32) for d in sizes[:-1])
         self.col_index = tuple(np.zeros((SCRATCH_PARTS, B), np.int32) for _ in sizes[:-1])
@@ -267,6 +273,7 @@ class Workspace:
             self.x[:n],
             self.y[:n],
             tuple(a[:n] for a in self.acts),
+            tuple(a[:n] for a in self.pre),
             tuple(a[:n] for a in self.dacts),
             self.row_index,
             self.col_index,  # the kernels use only the first n columns

@@ -71,7 +71,7 @@ class Net:
         pairs = [(a[:nw], a[nw:]) for a in (self.model.params, self.grads, self.state1, self.state2)]
         ws, m = self.ws, self.model
         return engine.get(name).train_batches(
-            ws.x, ws.y, ws.acts, ws.dacts, ws.row_index, ws.col_index, ws.probs, ws.losses,
+            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.probs, ws.losses,
             m.weights, m.biases, self.dweights, self.dbiases, *pairs,
             self.images, self.labels, self.order, start, count, 1 / 255,
             engine.OPTIMIZERS.index(optimizer), lr, 0.9, 0.0, 0.9, 0.999, 1e-8, 0,
@@ -135,7 +135,7 @@ def test_forward_fills_every_layer(rng, name):
     ws = net.ws
     ops = engine.get(name)
     ops.gather_batch(ws.x, ws.y, net.images, net.labels, net.order, 0, 1)  # uint8, as stored
-    ops.forward(ws.acts, ws.row_index, ws.x, net.model.weights, net.model.biases, 1 / 255)
+    ops.forward(ws.acts, ws.pre, ws.row_index, ws.x, net.model.weights, net.model.biases, 1 / 255)
     a = net.images[:8] / 255.0
     for i, (w, b) in enumerate(zip(net.model.weights, net.model.biases)):
         a = a @ w + b

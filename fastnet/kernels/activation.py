@@ -6,7 +6,8 @@ from .._jit import jit
 def relu_forward(out, inp):
     """Overwrite ``out`` with ``max(inp, 0)``; ``out`` may be ``inp`` itself.
 
-    A NaN input stays NaN, so a guard downstream can see it.
+    A NaN input stays NaN, so a guard downstream can see it. In place, the
+    loop cannot vectorise: separate buffers ran about 3 times faster here.
     """
     # inp (B, H), out (B, H)
     B, H = inp.shape
@@ -22,11 +23,14 @@ def relu_backward(dinp, dout, out):
     """Overwrite ``dinp`` with ``dout`` where ``out > 0`` and 0 elsewhere; ``dinp`` may be ``dout`` itself.
 
     ``out`` is the ReLU's output: ``out > 0`` exactly where its input was. A
-    unit that is off passes no gradient back, not even a NaN.
+    unit that is off passes no gradient back, not even a NaN. In place, the
+    loop cannot vectorise (LLVM sees ``dinp`` overlap ``dout``): separate
+    buffers ran 3-10 times faster here.
     """
     # dout (B, H), out (B, H), dinp (B, H)
     B, H = out.shape
     zero = dinp.dtype.type(0)
     for b in range(B):
         for h in range(H):
-            dinp[b, h] = dout[b, h] if out[b, h] > zero else zero
+            g = dout[b, h]  # read unconditionally, so the choice compiles to a select, not a branch
+            dinp[b, h] = g if out[b, h] > zero else zero
