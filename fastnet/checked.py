@@ -56,8 +56,9 @@ class Array:
     """One array argument: its dtype kind, its dims in legend letters, its role.
 
     A dim is a letter (``"B"``), which must agree across the call's
-    arguments; ``">=B"``, at least that letter's size; or ``"S>=1"``, a size
-    of the caller's choosing, at least 1. ``role`` is ``"in"``, ``"out"``
+    arguments; ``">=B"``, at least that letter's size; ``"0|B"``, that size
+    or 0; ``"D+1"``, one more than ``D``; or ``"S>=1"``, a size of the
+    caller's choosing, at least 1. ``role`` is ``"in"``, ``"out"``
     (overwritten), ``"inout"`` (read and updated) or ``"scratch"``.
     """
 
@@ -132,6 +133,16 @@ SPECS = {
         args=dict(dlogits=Out(FLOAT, "B", "K"), probs=In(FLOAT, "B", "K"), labels=In(INT, "B")),
         alias=[("dlogits", "probs")],
         labels={"labels": "K"}),
+    "classifier_forward": dict(
+        args=dict(probs=Out(FLOAT, "B", "K"), losses=Out(FLOAT, "B"), scratch=Scratch(FLOAT, "S>=2", "K", "D+1"),
+                  inp=In(NUMBER, "B", "D"), weight=In(FLOAT, "D", "K"), bias=In(FLOAT, "K"), labels=In(INT, "B"),
+                  scale=REAL),
+        labels={"labels": "K"}),
+    "classifier_backward": dict(
+        args=dict(dinp=Out(FLOAT, "0|B", "D"), dweight=Out(FLOAT, "D", "K"), dbias=Out(FLOAT, "K"),
+                  scratch=Scratch(FLOAT, "S>=2", "K", "D+1"), probs=In(FLOAT, "B", "K"), inp=In(NUMBER, "B", "D"),
+                  weight=In(FLOAT, "D", "K"), labels=In(INT, "B"), scale=REAL),
+        labels={"labels": "K"}),
     "sgd_update": dict(
         args=dict(param=InOut(FLOAT, "P"), grad=In(FLOAT, "P"), lr=REAL, weight_decay=REAL)),
     "momentum_update": dict(
@@ -150,6 +161,18 @@ def _fmt(shape):
     """``(784, 128)``, ``(128,)``, ``(B, D)``, ``(H,)``; a dim ``S>=1`` shows as ``S``."""
     items = [str(s).split(">=")[0] or str(s) for s in shape]
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
+def _total(expr, sizes):
+    """The size ``expr`` stands for: ``"D+1"`` is one more than ``D``'s size."""
+    return sum(int(t) if t.isdigit() else sizes[t] for t in expr.split("+"))
+
+
+def _letters(dim):
+    """The letters a dim refers to: ``"B"``, ``">=B"``, ``"0|B"``, ``"D+1"`` give B or D;
+    ``"S>=1"`` none (its S names a size of the caller's choosing)."""
+    expr = dim.split(">=")[1] if ">=" in dim else dim.split("|")[-1]
+    return [t for t in expr.split("+") if t.isalpha()]
 
 
 def _join(parts):
@@ -240,15 +263,19 @@ class _Call:
                 if dim.isalpha():
                     expected.append(str(sizes[dim]))
                     ok &= size == sizes[dim]
-                else:
-                    _, bound = dim.split(">=")
-                    least = sum(int(t) if t.isdigit() else sizes[t] for t in bound.split("+"))
+                elif ">=" in dim:
+                    least = _total(dim.split(">=")[1], sizes)
                     expected.append(f">={least}")
                     ok &= size >= least
+                elif dim.startswith("0|"):
+                    expected.append(f"0|{sizes[dim[2:]]}")
+                    ok &= size in (0, sizes[dim[2:]])
+                else:
+                    expected.append(str(_total(dim, sizes)))
+                    ok &= size == _total(dim, sizes)
             if ok:
                 continue
-            letters = [d for d in spec.dims if d.isalpha()] + [t for d in spec.dims if ">=" in d
-                                                              for t in d.split(">=")[1].split("+") if t.isalpha()]
+            letters = [t for d in spec.dims for t in _letters(d)]
             cited = []
             for letter in letters:
                 # Cite the most telling source: a 2-D array before a 1-D one, an input before an output.
@@ -290,7 +317,7 @@ class _Call:
         sizes, _ = self.sizes()
         for arg, spec in self.arrays.items():
             a = self.values[arg]
-            if spec.role == "scratch" and a.shape[-1] - 1 > np.iinfo(a.dtype).max:
+            if spec.role == "scratch" and spec.kind == INT and a.shape[-1] - 1 > np.iinfo(a.dtype).max:
                 self.fail(TypeError, f"{arg} has dtype {a.dtype}, which cannot hold {a.shape[-1] - 1}; use np.int32")
         for arg, letter in self.spec.get("labels", {}).items():
             labels = self.values[arg]

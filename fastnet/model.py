@@ -103,8 +103,8 @@ class MLP:
         for start in range(0, n, ws.batch_size):
             view = ws.rows(min(ws.batch_size, n - start))
             ops.gather_batch(view.x, view.y, images, no_labels, order, start, 1)
-            ops.forward(view.acts, view.pre, view.row_index, view.x, self.weights, self.biases, scale)
-            ops.softmax_cross_entropy_forward(view.probs, view.losses, view.acts[-1], view.y)
+            ops.forward(view.probs, view.losses, view.acts, view.pre, view.row_index, view.scratch, view.x, view.y,
+                        self.weights, self.biases, scale)
             out[start:start + view.batch_size] = view.probs
         return out
 
@@ -233,6 +233,7 @@ class _Rows:
     dacts: tuple
     row_index: tuple
     col_index: tuple
+    scratch: np.ndarray
     probs: np.ndarray
     losses: np.ndarray
 
@@ -241,13 +242,14 @@ class Workspace:
     """Every buffer one forward and backward pass needs, allocated once.
 
     ``x (B, D)`` the batch as stored (``input_dtype``: uint8 pixels, which the
-    first layer scales as it reads them), ``y (B,)`` its labels, ``acts[i] (B, H_i)`` each
-    layer's output (after ReLU for hidden layers, the logits for the last),
-    ``pre[i]`` a hidden layer's output before its ReLU (the backward pass
-    reuses it for the gradient with respect to ``acts[i]``; the last layer's
-    is empty), ``dacts[i]`` the gradients with respect to each layer's output
-    before any ReLU, ``probs (B, K)`` and
-    ``losses (B,)``. :meth:`rows` gives the same buffers cut to fewer rows,
+    first layer scales as it reads them), ``y (B,)`` its labels; for each
+    hidden layer ``i``, ``pre[i] (B, H_i)`` its output before the ReLU (the
+    backward pass reuses it for the gradient with respect to ``acts[i]``),
+    ``acts[i]`` after it, and ``dacts[i]`` the gradient with respect to
+    ``pre[i]`` (each tuple ends with an empty entry for the output layer);
+    ``probs (B, K)`` and ``losses (B,)`` the output layer's softmax and
+    cross-entropy. ``row_index``, ``col_index`` and ``scratch`` are the
+    kernels' scratch. :meth:`rows` gives the same buffers cut to fewer rows,
     for the last, shorter batch of an epoch.
     """
 
@@ -257,11 +259,15 @@ class Workspace:
         B = self.batch_size
         self.x = np.zeros((B, sizes[0]), input_dtype)
         self.y = np.zeros(B, np.int32)
-        self.acts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
+        # one entry per layer, so that the tuples' type does not depend on the
+        # depth; the output layer's are empty (the classifier kernels need none)
+        widths = sizes[1:-1] + (0,)
+        self.acts = tuple(np.zeros((B, h), dtype) for h in widths)
         # separate from acts: a kernel whose output is its input does not vectorise
-        self.pre = tuple(np.zeros((B, h if i < len(sizes) - 2 else 0), dtype) for i, h in enumerate(sizes[1:]))
-        self.dacts = tuple(np.zeros((B, h), dtype) for h in sizes[1:])
+        self.pre = tuple(np.zeros((B, h), dtype) for h in widths)
+        self.dacts = tuple(np.zeros((B, h), dtype) for h in widths)
         self.row_index = tuple(np.zeros((SCRATCH_PARTS, d), np.int32) for d in sizes[:-1])
+        self.scratch = np.zeros((SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1), dtype)
         self.col_index = tuple(np.zeros((SCRATCH_PARTS, B), np.int32) for _ in sizes[:-1])
         self.probs = np.zeros((B, sizes[-1]), dtype)
         self.losses = np.zeros(B, dtype)
@@ -277,6 +283,7 @@ class Workspace:
             tuple(a[:n] for a in self.dacts),
             self.row_index,
             self.col_index,  # the kernels use only the first n columns
+            self.scratch,
             self.probs[:n],
             self.losses[:n],
         )

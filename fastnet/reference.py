@@ -106,6 +106,30 @@ def softmax_cross_entropy_backward(dlogits, probs, labels):
     np.divide(probs - onehot, probs.dtype.type(B), out=dlogits)
 
 
+# --- the output layer: linear, softmax and cross-entropy in one ------------------
+
+
+def classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale):
+    """:func:`sparse_linear_forward` into logits, then :func:`softmax_cross_entropy_forward`;
+    ``scratch`` is the kernel's (left untouched here)."""
+    # inp (B, D) any numeric dtype, weight (D, K), bias (K,), labels (B,), probs (B, K), losses (B,)
+    # scratch (S + 1, K, D + 1)
+    logits = inp.astype(weight.dtype) * weight.dtype.type(scale) @ weight + bias
+    softmax_cross_entropy_forward(probs, losses, logits, labels)
+
+
+def classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, labels, scale):
+    """:func:`softmax_cross_entropy_backward` into ``dlogits``, then the linear layer's
+    gradients (the input's only when ``dinp`` has rows); ``scratch`` is the kernel's."""
+    # probs (B, K), inp (B, D) any numeric dtype, weight (D, K), labels (B,)
+    # dinp (B, D) or (0, D), dweight (D, K), dbias (K,), scratch (S + 1, K, D + 1)
+    dlogits = np.empty_like(probs)
+    softmax_cross_entropy_backward(dlogits, probs, labels)
+    sparse_linear_backward_params(dweight, dbias, None, dlogits, inp, scale)
+    if dinp.shape[0]:
+        linear_backward_input(dinp, dlogits, weight)
+
+
 # --- update rules ---------------------------------------------------------------
 
 

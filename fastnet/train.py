@@ -183,8 +183,8 @@ class Trainer:
         self._steps(self.workspace.rows(self.batch_size), order, 0, 0, self.config.lr)
         ws = self.workspace.rows(1)
         self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1)
-        self.ops.forward(ws.acts, ws.pre, ws.row_index, ws.x, self.model.weights, self.model.biases, PIXEL_SCALE)
-        self.ops.softmax_cross_entropy_forward(ws.probs, ws.losses, ws.acts[-1], ws.y)
+        self.ops.forward(ws.probs, ws.losses, ws.acts, ws.pre, ws.row_index, ws.scratch, ws.x, ws.y,
+                         self.model.weights, self.model.biases, PIXEL_SCALE)
         return time.perf_counter() - t0
 
     def _steps(self, ws, order, start, count, lr):
@@ -192,11 +192,11 @@ class Trainer:
         params, grads, s1, s2 = self._pairs
         m = self.model
         return self.ops.train_batches(
-            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.probs, ws.losses, m.weights, m.biases,
-            self.dweights, self.dbiases, params, grads, s1, s2,
+            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.scratch, ws.probs, ws.losses,
+            m.weights, m.biases, self.dweights, self.dbiases, params, grads, s1, s2,
             self.images, self.labels, order, start, count, PIXEL_SCALE,
-            _engine.OPTIMIZERS.index(c.optimizer), lr, c.momentum, c.weight_decay,
-            c.beta1, c.beta2, c.eps, self.step,
+            lr, c.momentum, c.weight_decay, c.beta1, c.beta2, c.eps, self.step,
+            optimizer=_engine.OPTIMIZERS.index(c.optimizer),
         )
 
     # --- running -----------------------------------------------------------------

@@ -52,6 +52,10 @@ def make_args(name, dtype, rng):
                 shape.append(SIZES[dim])
             elif dim.startswith("S"):
                 shape.append(SIZES["S"])
+            elif dim.startswith("0|"):                 # "0|B": the full size
+                shape.append(SIZES[dim[2:]])
+            elif "+" in dim and ">=" not in dim:         # "D+1"
+                shape.append(sum(SIZES[t] if t.isalpha() else int(t) for t in dim.split("+")))
             else:                                   # ">=B", ">=start+B": a little more than needed
                 shape.append(SIZES["N"] if "start" in dim else SIZES["B"] + 2)
         if spec.kind == checked.NUMBER:
@@ -183,12 +187,24 @@ def user_gather_in_chunks(x, y, images, labels, order, start, chunks):
         kernels.gather_batch(x[lo:hi], y[lo:hi], images, labels, order, start + lo, 1 / 255)
 
 
+@njit(parallel=True)
+def user_classifier_in_chunks(probs, losses, dinp, part_dw, part_db, scratch, x, weight, bias, labels, chunks):
+    """Each chunk is its own batch, with its own scratch and gradient buffers."""
+    B = x.shape[0]
+    for c in prange(chunks):
+        lo, hi = c * B // chunks, (c + 1) * B // chunks
+        kernels.classifier_forward(probs[lo:hi], losses[lo:hi], scratch[c], x[lo:hi], weight, bias,
+                                   labels[lo:hi], 1.0)
+        kernels.classifier_backward(dinp[lo:hi], part_dw[c], part_db[c], scratch[c], probs[lo:hi], x[lo:hi],
+                                    weight, labels[lo:hi], 1.0)
+
+
 #: The kernels each prange test above calls; every public kernel must be in one.
 PRANGE_COVERED = {
     "linear_forward", "sparse_linear_forward", "relu_forward", "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward", "relu_backward", "linear_backward_input",
     "linear_backward_params", "sparse_linear_backward_params", "linear_backward",
-    "sgd_update", "momentum_update", "adam_update", "gather_batch",
+    "sgd_update", "momentum_update", "adam_update", "gather_batch", "classifier_forward", "classifier_backward",
 }
 CHUNKS = [1, 2, 3, 8]   # 8 > the 2 threads here: several chunks per thread
 
@@ -353,3 +369,30 @@ def test_example_trains_and_prints_test_accuracy(mnist_dir):
     found = re.search(r"test accuracy: (\d+\.\d+)%", run.stdout)
     assert found, run.stdout
     assert 50.0 < float(found.group(1)) <= 100.0, run.stdout
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_classifier_kernels_inside_prange(rng, dtype, chunks):
+    B, D, K = 16, 13, 4
+    x = np.maximum(rng.standard_normal((B, D)), 0).astype(dtype)
+    weight = rng.standard_normal((D, K)).astype(dtype)
+    bias = rng.standard_normal(K).astype(dtype)
+    labels = rng.integers(0, K, B)
+    probs, losses = np.full((B, K), np.nan, dtype), np.full(B, np.nan, dtype)
+    dinp = np.full((B, D), np.nan, dtype)
+    part_dw, part_db = np.full((chunks, D, K), np.nan, dtype), np.full((chunks, K), np.nan, dtype)
+    scratch = np.zeros((chunks, 3, K, D + 1), dtype)
+    user_classifier_in_chunks(probs, losses, dinp, part_dw, part_db, scratch, x, weight, bias, labels, chunks)
+
+    for c in range(chunks):                             # each chunk a batch of its own
+        lo, hi = c * B // chunks, (c + 1) * B // chunks
+        want_p, want_l = np.empty((hi - lo, K), dtype), np.empty(hi - lo, dtype)
+        want_dinp, want_dw, want_db = np.empty((hi - lo, D), dtype), np.empty((D, K), dtype), np.empty(K, dtype)
+        reference.classifier_forward(want_p, want_l, None, x[lo:hi], weight, bias, labels[lo:hi], 1.0)
+        reference.classifier_backward(want_dinp, want_dw, want_db, None, want_p, x[lo:hi], weight,
+                                      labels[lo:hi], 1.0)
+        for name, got, want in [("probs", probs[lo:hi], want_p), ("losses", losses[lo:hi], want_l),
+                                ("dinp", dinp[lo:hi], want_dinp), ("dweight", part_dw[c], want_dw),
+                                ("dbias", part_db[c], want_db)]:
+            np.testing.assert_allclose(got, want, **tol(dtype), err_msg=f"classifier {name}, chunk {c}")

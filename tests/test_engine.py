@@ -21,19 +21,30 @@ def test_get_rejects_unknown_names():
 def test_get_returns_a_named_engine_with_every_entry(name):
     ops = engine.get(name)
     assert ops.name == name
-    for entry in ("forward", "train_batches", "gather_batch", "softmax_cross_entropy_forward", "count_correct"):
+    for entry in ("forward", "train_batches", "gather_batch", "count_correct"):
         assert callable(getattr(ops, entry)), entry
     assert engine.get(name) is ops  # built once
 
 
 def test_the_engines_share_one_loop_source():
     numba_ops, numpy_ops = engine.get("numba"), engine.get("numpy")
-    assert numpy_ops.train_batches.__code__ is numba_ops.train_batches.py_func.__code__
-    assert numpy_ops.forward.__code__ is numba_ops.forward.py_func.__code__
-    # ... and the numpy one runs the reference kernels, not the compiled ones.
-    assert numpy_ops.train_batches.__globals__["sparse_linear_forward"] is reference.sparse_linear_forward
-    assert numpy_ops.forward.__globals__["relu_forward"] is reference.relu_forward
+    for depth in (1, 2, 3):
+        for fn in (engine.forward, engine.train_batches):
+            compiled, python = numba_ops.variant(fn, depth), numpy_ops.variant(fn, depth)
+            assert python.__code__ is compiled.py_func.__code__ is fn.__code__
+            assert python.__globals__["DEPTH"] == compiled.py_func.__globals__["DEPTH"] == depth
+            # ... and the numpy one runs the reference kernels, not the compiled ones.
+            assert python.__globals__["sparse_linear_forward"] is reference.sparse_linear_forward
+            assert python.__globals__["classifier_forward"] is reference.classifier_forward
     assert numpy_ops.gather_batch is reference.gather_batch
+
+
+def test_each_variant_is_built_once_and_named_for_its_cache_file():
+    ops = engine.get("numba")
+    first = ops.variant(engine.train_batches, 2, engine.OPTIMIZERS.index("adam"))
+    assert ops.variant(engine.train_batches, 2, engine.OPTIMIZERS.index("adam")) is first
+    assert first.py_func.__qualname__ == "train_batches_2_adam"
+    assert ops.variant(engine.forward, 3).py_func.__qualname__ == "forward_3"
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -71,10 +82,10 @@ class Net:
         pairs = [(a[:nw], a[nw:]) for a in (self.model.params, self.grads, self.state1, self.state2)]
         ws, m = self.ws, self.model
         return engine.get(name).train_batches(
-            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.probs, ws.losses,
+            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.scratch, ws.probs, ws.losses,
             m.weights, m.biases, self.dweights, self.dbiases, *pairs,
             self.images, self.labels, self.order, start, count, 1 / 255,
-            engine.OPTIMIZERS.index(optimizer), lr, 0.9, 0.0, 0.9, 0.999, 1e-8, 0,
+            lr, 0.9, 0.0, 0.9, 0.999, 1e-8, 0, optimizer=engine.OPTIMIZERS.index(optimizer),
         )
 
 
@@ -135,18 +146,28 @@ def test_forward_fills_every_layer(rng, name):
     ws = net.ws
     ops = engine.get(name)
     ops.gather_batch(ws.x, ws.y, net.images, net.labels, net.order, 0, 1)  # uint8, as stored
-    ops.forward(ws.acts, ws.pre, ws.row_index, ws.x, net.model.weights, net.model.biases, 1 / 255)
+    ops.forward(ws.probs, ws.losses, ws.acts, ws.pre, ws.row_index, ws.scratch, ws.x, ws.y,
+                net.model.weights, net.model.biases, 1 / 255)
     a = net.images[:8] / 255.0
     for i, (w, b) in enumerate(zip(net.model.weights, net.model.biases)):
-        a = a @ w + b
+        z = a @ w + b
         if i < 2:
-            a = np.maximum(a, 0)
-        np.testing.assert_allclose(ws.acts[i], a, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
+            a = np.maximum(z, 0)
+            np.testing.assert_allclose(ws.pre[i], z, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
+            np.testing.assert_allclose(ws.acts[i], a, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(ws.probs, probs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ws.losses, -np.log(probs[np.arange(8), net.labels[:8]]), rtol=1e-10)
 
 
-def test_the_engines_take_the_same_steps(rng):
-    nets = {name: Net(np.random.default_rng(5)) for name in ENGINES}
-    results = {name: net.steps(name, 0, 5, optimizer="nesterov", lr=0.05) for name, net in nets.items()}
+@pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
+@pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10), (784, 6, 5, 4, 10)])
+def test_the_engines_take_the_same_steps(sizes, optimizer):
+    """Every depth variant (no hidden layer, one, several) with every update rule."""
+    nets = {name: Net(np.random.default_rng(5), sizes=sizes) for name in ENGINES}
+    lr = 0.01 if optimizer == "adam" else 0.05
+    results = {name: net.steps(name, 0, 5, optimizer=optimizer, lr=lr) for name, net in nets.items()}
     np.testing.assert_allclose(results["numba"][0], results["numpy"][0], rtol=1e-12)
     assert results["numba"][1:] == results["numpy"][1:]
     np.testing.assert_allclose(nets["numba"].model.params, nets["numpy"].model.params, rtol=1e-11, atol=1e-13)

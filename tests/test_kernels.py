@@ -761,3 +761,112 @@ def test_sparse_kernels_do_not_depend_on_thread_count(rng):
         numba.set_num_threads(before)
     for a, b in zip(*results):
         assert np.array_equal(a, b)
+
+
+# --- the output layer: linear + softmax + cross-entropy -------------------------
+
+# (B, D, K): B=1, odd widths, K=1 and K not a multiple of 4, the default output
+# layer, and batches of fewer rows than the scratch has parts.
+CLASSIFIER_SHAPES = [(1, 13, 7), (6, 13, 1), (5, 13, 3), (9, 7, 5), (128, 128, 10), (300, 50, 10)]
+
+
+def classifier_case(rng, B, D, K, kind, dtype):
+    """inp, scale, weight, bias, labels and a scratch of 16 parts."""
+    if kind == "uint8":
+        inp, scale = make_pixels(rng, B, D), 1 / 255
+    else:
+        inp, scale = np.maximum(make_input(rng, kind, B, D, dtype), 0), 1.0   # ReLU outputs
+    weight, bias = make_layer(rng, D, K, dtype)
+    labels = rng.integers(0, K, B)
+    return inp, scale, weight, bias, labels, np.full((17, K, D + 1), np.nan, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
+@pytest.mark.parametrize("B,D,K", CLASSIFIER_SHAPES)
+def test_classifier_matches_reference(rng, B, D, K, kind, dtype):
+    inp, scale, weight, bias, labels, scratch = classifier_case(rng, B, D, K, kind, dtype)
+    got = [garbage((B, K), dtype), garbage(B, dtype)]
+    want = [garbage((B, K), dtype), garbage(B, dtype)]
+    kernels.classifier_forward(*got, scratch, inp, weight, bias, labels, scale)
+    reference.classifier_forward(*want, None, inp, weight, bias, labels, scale)
+    for name, g, w in zip(["probs", "losses"], got, want):
+        np.testing.assert_allclose(g, w, **tol(dtype, 10.0), err_msg=f"classifier_forward {name} {B}x{D}x{K} {kind}")
+
+    probs = want[0]
+    got = [garbage((B, D), dtype), garbage((D, K), dtype), garbage(K, dtype)]
+    want = [garbage((B, D), dtype), garbage((D, K), dtype), garbage(K, dtype)]
+    kernels.classifier_backward(*got, scratch, probs, inp, weight, labels, scale)
+    reference.classifier_backward(*want, None, probs, inp, weight, labels, scale)
+    scaled = inp.astype(np.float64) * scale
+    scales = [abs_scale(np.ones((B, K)) / B, weight.T), abs_scale(scaled.T, np.ones((B, K)) / B), 1.0]
+    for name, g, w, s in zip(["dinp", "dweight", "dbias"], got, want, scales):
+        np.testing.assert_allclose(g, w, **tol(dtype, s), err_msg=f"classifier_backward {name} {B}x{D}x{K} {kind}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_classifier_backward_skips_an_empty_dinp(rng, dtype):
+    inp, scale, weight, bias, labels, scratch = classifier_case(rng, 9, 13, 4, "uint8", dtype)
+    probs, losses = garbage((9, 4), dtype), garbage(9, dtype)
+    kernels.classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale)
+    full = [garbage((9, 13), dtype), garbage((13, 4), dtype), garbage(4, dtype)]
+    kernels.classifier_backward(*full, scratch, probs, inp, weight, labels, scale)
+    empty = [np.empty((0, 13), dtype), garbage((13, 4), dtype), garbage(4, dtype)]
+    kernels.classifier_backward(*empty, scratch, probs, inp, weight, labels, scale)
+    assert np.array_equal(empty[1], full[1]) and np.array_equal(empty[2], full[2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_classifier_equals_the_three_kernels_it_fuses(rng, dtype):
+    """Linear, softmax + cross-entropy and the linear layer's gradients: the same numbers."""
+    B, D, K = 33, 40, 10
+    inp, scale, weight, bias, labels, scratch = classifier_case(rng, B, D, K, "sparse", dtype)
+    probs, losses = garbage((B, K), dtype), garbage(B, dtype)
+    kernels.classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale)
+    logits, p2, l2 = garbage((B, K), dtype), garbage((B, K), dtype), garbage(B, dtype)
+    kernels.linear_forward(logits, inp, weight, bias)
+    kernels.softmax_cross_entropy_forward(p2, l2, logits, labels)
+    np.testing.assert_allclose(probs, p2, **tol(dtype, 10.0))
+    np.testing.assert_allclose(losses, l2, **tol(dtype, 10.0))
+
+    dinp, dweight, dbias = garbage((B, D), dtype), garbage((D, K), dtype), garbage(K, dtype)
+    kernels.classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, labels, scale)
+    dlogits = garbage((B, K), dtype)
+    kernels.softmax_cross_entropy_backward(dlogits, probs, labels)
+    want = [garbage((B, D), dtype), garbage((D, K), dtype), garbage(K, dtype)]
+    kernels.linear_backward(*want, dlogits, inp, weight)
+    for name, g, w in zip(["dinp", "dweight", "dbias"], [dinp, dweight, dbias], want):
+        np.testing.assert_allclose(g, w, **tol(dtype, 1.0), err_msg=name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_classifier_loss_stays_finite_and_precise_at_large_logits(dtype):
+    """As softmax_cross_entropy_forward: equal huge logits give exactly log 2."""
+    big = 1e4 if dtype == np.float32 else 1e12
+    inp = np.array([[1.0, 0.0], [0.0, 1.0]], dtype)
+    weight = np.array([[big, big, -big], [-big, -big, -big]], dtype)   # row b of inp picks row b of weight
+    probs, losses = garbage((2, 3), dtype), garbage(2, dtype)
+    scratch = np.zeros((3, 3, 3), dtype)
+    kernels.classifier_forward(probs, losses, scratch, inp, weight, np.zeros(3, dtype), np.array([1, 0]), 1.0)
+    np.testing.assert_allclose(losses, [np.log(2), np.log(3)], **tol(dtype))
+    assert np.all(np.isfinite(probs))
+
+
+@pytest.mark.parametrize("B", [5, 128, 300])
+def test_classifier_gives_the_same_bits_at_1_and_2_threads(rng, B):
+    """The sums run over fixed parts of the batch (the scratch's), not over threads."""
+    inp, scale, weight, bias, labels, scratch = classifier_case(rng, B, 128, 10, "sparse", np.float32)
+    results = []
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            probs, losses = garbage((B, 10), np.float32), garbage(B, np.float32)
+            kernels.classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale)
+            grads = [garbage((B, 128), np.float32), garbage((128, 10), np.float32), garbage(10, np.float32)]
+            kernels.classifier_backward(*grads, scratch, probs, inp, weight, labels, scale)
+            results.append([probs, losses, *grads])
+    finally:
+        numba.set_num_threads(before)
+    for name, a, b in zip(["probs", "losses", "dinp", "dweight", "dbias"], *results):
+        assert np.array_equal(a, b), f"{name} differs between 1 and 2 threads"

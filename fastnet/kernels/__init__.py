@@ -36,6 +36,7 @@ when it loads them).
 """
 from .activation import relu_backward, relu_forward
 from .batch import gather_batch
+from .classifier import classifier_backward, classifier_forward
 from .linear import (
     linear_backward,
     linear_backward_input,
@@ -58,6 +59,8 @@ __all__ = [
     "relu_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
+    "classifier_forward",
+    "classifier_backward",
     "sgd_update",
     "momentum_update",
     "adam_update",

@@ -160,10 +160,7 @@ def _column_products(dweight, index, s, d, c0, c1, dout, inp, a):
             dweight[d, h] += x * dout[b, h]
 
 
-# Compiled into the kernel for the usual batch, called for the rare large one:
-# one inlined copy keeps the kernel's compile time down.
-_add_column_products = jit(_column_products, inline=True)
-_add_column_products_call = jit(_column_products)
+_add_column_products = jit(_column_products)
 
 
 @jit(parallel=True)
@@ -192,18 +189,13 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
     for s in prange(S):
         d_lo = s * D // S
         d_hi = (s + 1) * D // S
-        if B <= SAMPLE_CHUNK:
+        for c0 in range(0, max(B, 1), SAMPLE_CHUNK):  # one pass even for B = 0, to zero the rows
+            c1 = min(B, c0 + SAMPLE_CHUNK)
             for d in range(d_lo, d_hi):
-                for h in range(H):
-                    dweight[d, h] = 0
-                _add_column_products(dweight, index, s, d, 0, B, dout, inp, a)
-        else:
-            for d in range(d_lo, d_hi):
-                for h in range(H):
-                    dweight[d, h] = 0
-            for c0 in range(0, B, SAMPLE_CHUNK):
-                for d in range(d_lo, d_hi):
-                    _add_column_products_call(dweight, index, s, d, c0, min(B, c0 + SAMPLE_CHUNK), dout, inp, a)
+                if c0 == 0:
+                    for h in range(H):
+                        dweight[d, h] = 0
+                _add_column_products(dweight, index, s, d, c0, c1, dout, inp, a)
     for h in range(H):
         dbias[h] = 0
     for b in range(B):

@@ -1,0 +1,188 @@
+"""The output layer: linear, softmax and cross-entropy as one layer.
+
+A network's last layer is narrow (10 classes): a loop along its rows of 10
+weights does not vectorise, and as three kernels (linear, softmax, linear
+backward) it cost as much per batch as the 784-wide first layer. These two
+kernels work from the weights transposed into scratch, ``(K, D)``, so that
+every inner loop runs along the ``D`` inputs: the logits are ``K`` dot
+products, the input gradient ``K`` scaled rows added, and the weight
+gradient ``K`` rows added to a per-part sum, all in memory order.
+
+``scratch (S + 1, K, D + 1)`` (the weights' dtype) holds the transposed
+weights in ``scratch[0, :, :D]``; :func:`classifier_backward` keeps part
+``s``'s sums of the weight and bias gradients in ``scratch[1 + s]``. Both
+kernels overwrite it; its contents mean nothing between calls.
+"""
+import math
+
+from numba import prange
+
+from .._jit import jit
+
+
+@jit
+def _transpose_weights(scratch, weight):
+    """``scratch[0, k, d] = weight[d, k]``."""
+    D, K = weight.shape
+    for d in range(D):
+        for k in range(K):
+            scratch[0, k, d] = weight[d, k]
+
+
+@jit(reassoc=False)
+def _softmax_row(probs, losses, b, label):
+    """Row ``b`` of ``probs`` holds logits: overwrite it with their softmax and
+    ``losses[b]`` with the cross-entropy at ``label``. As
+    :func:`~fastnet.kernels.softmax_cross_entropy_forward`, whose term order
+    this keeps: compiled without 'reassoc', so it stays in order when inlined."""
+    K = probs.shape[1]
+    top = probs[b, 0]
+    for k in range(1, K):
+        if probs[b, k] > top:
+            top = probs[b, k]
+    picked = probs[b, label]
+    total = probs.dtype.type(0)
+    for k in range(K):
+        e = math.exp(probs[b, k] - top)
+        probs[b, k] = e
+        total += e
+    scale = probs.dtype.type(1) / total
+    for k in range(K):
+        probs[b, k] *= scale
+    losses[b] = math.log(total) - (picked - top)
+
+
+@jit(parallel=True)
+def classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale):
+    """Overwrite ``probs`` with ``softmax(scale * inp @ weight + bias)`` row by
+    row and ``losses`` with each row's cross-entropy ``-log probs[b, labels[b]]``:
+    :func:`~fastnet.kernels.sparse_linear_forward` then
+    :func:`~fastnet.kernels.softmax_cross_entropy_forward`, in one pass over
+    the batch. ``scratch`` is overwritten (see the module's docstring).
+
+    ``inp`` may hold integers (raw uint8 pixels with ``scale = 1/255``, for a
+    network without hidden layers). The loss is taken as in
+    :func:`~fastnet.kernels.softmax_cross_entropy_forward`, finite even when
+    a probability underflows. Parallel over the batch, cut into ``S`` parts;
+    every row is computed by one thread in one fixed order, so neither ``S``
+    nor the thread count changes the result.
+    """
+    # inp (B, D) any numeric dtype, weight (D, K), bias (K,), labels (B,), probs (B, K), losses (B,)
+    # scratch (S + 1, K, D + 1)
+    B, D = inp.shape
+    K = weight.shape[1]
+    S = min(scratch.shape[0] - 1, B)
+    t = weight.dtype.type
+    a = t(scale)
+    _transpose_weights(scratch, weight)
+    for s in prange(S):
+        for b in range(s * B // S, (s + 1) * B // S):
+            for k in range(K):
+                acc = t(0)
+                for d in range(D):
+                    acc += t(inp[b, d]) * scratch[0, k, d]
+                probs[b, k] = acc * a + bias[k]
+            _softmax_row(probs, losses, b, labels[b])
+
+
+@jit
+def _dlogit(probs, labels, b, k, g):
+    """``dlogits[b, k]`` of the mean loss over a batch of ``1/g`` rows."""
+    c = probs[b, k] * g
+    if k == labels[b]:
+        c -= g
+    return c
+
+
+@jit
+def _input_gradient_row(dinp, b, scratch, probs, label, g):
+    """``dinp[b] = dlogits[b] @ weight.T``, from the transposed weights in
+    ``scratch[0]``, four classes per pass over ``dinp[b]``."""
+    D = dinp.shape[1]
+    K = probs.shape[1]
+    wt = scratch[0]
+    for d in range(D):
+        dinp[b, d] = 0
+    k = 0
+    while k + 4 <= K:
+        c0 = probs[b, k] * g - (g if k == label else 0)
+        c1 = probs[b, k + 1] * g - (g if k + 1 == label else 0)
+        c2 = probs[b, k + 2] * g - (g if k + 2 == label else 0)
+        c3 = probs[b, k + 3] * g - (g if k + 3 == label else 0)
+        for d in range(D):
+            dinp[b, d] += c0 * wt[k, d] + c1 * wt[k + 1, d] + c2 * wt[k + 2, d] + c3 * wt[k + 3, d]
+        k += 4
+    while k < K:
+        c = probs[b, k] * g - (g if k == label else 0)
+        for d in range(D):
+            dinp[b, d] += c * wt[k, d]
+        k += 1
+
+
+@jit(parallel=True)
+def classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, labels, scale):
+    """Overwrite ``dweight``, ``dbias`` and ``dinp`` with the gradients of the
+    batch's *mean* loss, given ``probs`` from :func:`classifier_forward`.
+
+    With ``dlogits = (probs - onehot(labels)) / B`` (never stored):
+    ``dweight = scale * inp.T @ dlogits``, ``dbias`` its sum over the batch,
+    ``dinp = dlogits @ weight.T``. A ``dinp`` with no rows is skipped (a
+    first layer's input needs no gradient). ``scratch`` is overwritten.
+
+    Parallel over the batch, cut into ``S`` parts: part ``s`` sums its rows'
+    gradients into ``scratch[1 + s]`` in order, then the parts are added in
+    order ``0..S-1`` (into ``scratch[1]``). The result depends on ``S`` (the order of the sums), not
+    on the thread count.
+    """
+    # probs (B, K), inp (B, D) any numeric dtype, weight (D, K), labels (B,)
+    # dinp (B, D) or (0, D), dweight (D, K), dbias (K,), scratch (S + 1, K, D + 1)
+    B, D = inp.shape
+    K = weight.shape[1]
+    S = min(scratch.shape[0] - 1, B)
+    t = weight.dtype.type
+    a = t(scale)
+    g = t(1.0 / B)
+    _transpose_weights(scratch, weight)
+    for s in prange(S):
+        b_lo = s * B // S
+        b_hi = (s + 1) * B // S
+        if dinp.shape[0] != 0:
+            for b in range(b_lo, b_hi):
+                _input_gradient_row(dinp, b, scratch, probs, labels[b], g)
+        part = scratch[1 + s]
+        for k in range(K):
+            for d in range(D + 1):
+                part[k, d] = 0
+        # four rows per pass over part[k]: a quarter of the loads and stores of part
+        b = b_lo
+        while b + 4 <= b_hi:
+            for k in range(K):
+                c0 = _dlogit(probs, labels, b, k, g)
+                c1 = _dlogit(probs, labels, b + 1, k, g)
+                c2 = _dlogit(probs, labels, b + 2, k, g)
+                c3 = _dlogit(probs, labels, b + 3, k, g)
+                part[k, D] += c0 + c1 + c2 + c3
+                c0, c1, c2, c3 = c0 * a, c1 * a, c2 * a, c3 * a
+                for d in range(D):
+                    part[k, d] += (c0 * t(inp[b, d]) + c1 * t(inp[b + 1, d])
+                                   + c2 * t(inp[b + 2, d]) + c3 * t(inp[b + 3, d]))
+            b += 4
+        while b < b_hi:
+            for k in range(K):
+                c = _dlogit(probs, labels, b, k, g)
+                part[k, D] += c
+                c *= a
+                for d in range(D):
+                    part[k, d] += c * t(inp[b, d])
+            b += 1
+    # add the parts into the first, along its rows, then transpose it out
+    total = scratch[1]
+    for s in range(1, S):
+        for k in range(K):
+            for d in range(D + 1):
+                total[k, d] += scratch[1 + s, k, d]
+    for k in range(K):
+        dbias[k] = total[k, D]
+    for d in range(D):
+        for k in range(K):
+            dweight[d, k] = total[k, d]
