@@ -125,7 +125,7 @@ def train_batches(x, y, acts, pre, dacts, rows, cols, scratch, probs, losses, we
     loss_sum = 0.0
     correct = 0
     for i in range(count):
-        gather_batch(x, y, images, labels, order, start + i * B, 1)
+        gather_batch(x, y, images, labels, order, start + i * B, 1.0)
         forward(probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale)
         batch_loss = float(losses.sum())
         if not math.isfinite(batch_loss):

@@ -102,7 +102,7 @@ class MLP:
         no_labels = np.zeros(n, np.uint8)  # gather_batch fills y too; prediction ignores it
         for start in range(0, n, ws.batch_size):
             view = ws.rows(min(ws.batch_size, n - start))
-            ops.gather_batch(view.x, view.y, images, no_labels, order, start, 1)
+            ops.gather_batch(view.x, view.y, images, no_labels, order, start, 1.0)
             ops.forward(view.probs, view.losses, view.acts, view.pre, view.row_index, view.scratch, view.x, view.y,
                         self.weights, self.biases, scale)
             out[start:start + view.batch_size] = view.probs

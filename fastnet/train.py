@@ -182,7 +182,7 @@ class Trainer:
         order = np.arange(self.n_train, dtype=np.int64)
         self._steps(self.workspace.rows(self.batch_size), order, 0, 0, self.config.lr)
         ws = self.workspace.rows(1)
-        self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1)
+        self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1.0)
         self.ops.forward(ws.probs, ws.losses, ws.acts, ws.pre, ws.row_index, ws.scratch, ws.x, ws.y,
                          self.model.weights, self.model.biases, PIXEL_SCALE)
         return time.perf_counter() - t0

@@ -153,28 +153,13 @@ def classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, label
         for k in range(K):
             for d in range(D + 1):
                 part[k, d] = 0
-        # four rows per pass over part[k]: a quarter of the loads and stores of part
-        b = b_lo
-        while b + 4 <= b_hi:
-            for k in range(K):
-                c0 = _dlogit(probs, labels, b, k, g)
-                c1 = _dlogit(probs, labels, b + 1, k, g)
-                c2 = _dlogit(probs, labels, b + 2, k, g)
-                c3 = _dlogit(probs, labels, b + 3, k, g)
-                part[k, D] += c0 + c1 + c2 + c3
-                c0, c1, c2, c3 = c0 * a, c1 * a, c2 * a, c3 * a
-                for d in range(D):
-                    part[k, d] += (c0 * t(inp[b, d]) + c1 * t(inp[b + 1, d])
-                                   + c2 * t(inp[b + 2, d]) + c3 * t(inp[b + 3, d]))
-            b += 4
-        while b < b_hi:
+        for b in range(b_lo, b_hi):
             for k in range(K):
                 c = _dlogit(probs, labels, b, k, g)
                 part[k, D] += c
                 c *= a
                 for d in range(D):
                     part[k, d] += c * t(inp[b, d])
-            b += 1
     # add the parts into the first, along its rows, then transpose it out
     total = scratch[1]
     for s in range(1, S):
