@@ -4,7 +4,8 @@ of a 784-128-10 float32 network at batch 128.
 One group per kernel and shape, ``kernel-<name>-<shape>``, rows by ``which``
 (numba, numpy). The linear kernels run on both layers: ``784x128`` takes
 MNIST pixels (81% zeros), ``128x10`` the hidden layer's ReLU outputs for that
-batch. Update rules run on all 101770 parameters, ``gather_batch`` gathers
+batch, as do the output layer's fused ``classifier_*`` kernels. Update rules
+run on all 101770 parameters, ``gather_batch`` gathers
 128 shuffled samples of the 60000.
 
 Every case is built from :data:`KERNELS`, a table of kernel name -> shapes
@@ -98,6 +99,18 @@ def _linear_backward(d, s):
     return (_zeros(B, D), _zeros(D, H), _zeros(H), dout, inp, w), 2 * linear_flops(B, D, H)
 
 
+def _classifier_forward(d, s):
+    ws = Workspace(SIZES, B, np.float32)
+    return (_zeros(B, 10), _zeros(B), ws.scratch, d["h"], d["weight"]["128x10"], d["bias"]["128x10"], d["y"],
+            1.0), linear_flops(B, 128, 10)
+
+
+def _classifier_backward(d, s):
+    ws = Workspace(SIZES, B, np.float32)
+    return (_zeros(B, 128), _zeros(128, 10), _zeros(10), ws.scratch, d["probs"], d["h"], d["weight"]["128x10"],
+            d["y"], 1.0), 2 * linear_flops(B, 128, 10)
+
+
 def _params(d):
     """A fresh copy of the parameters (the update rules change them in place)."""
     return d["model"].params.copy()
@@ -115,6 +128,8 @@ KERNELS = {
     "relu_backward": (("b128",), lambda d, s: ((_zeros(B, 128), d["dout"]["784x128"], d["h"]), None)),
     "softmax_cross_entropy_forward": (("b128",), lambda d, s: ((_zeros(B, 10), _zeros(B), d["logits"], d["y"]), None)),
     "softmax_cross_entropy_backward": (("b128",), lambda d, s: ((_zeros(B, 10), d["probs"], d["y"]), None)),
+    "classifier_forward": (("128x10",), _classifier_forward),
+    "classifier_backward": (("128x10",), _classifier_backward),
     "sgd_update": (("P101770",), lambda d, s: ((_params(d), d["grad"], 0.1, 1e-4), None)),
     "momentum_update": (("P101770",), lambda d, s: (
         (_params(d), _zeros(d["model"].n_params), d["grad"], 0.1, 0.9, 1e-4, True), None)),
