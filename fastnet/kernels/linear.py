@@ -138,29 +138,28 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
 SAMPLE_CHUNK = 256
 
 
-def _column_products(dweight, index, s, d, c0, c1, dout, inp, a):
+@jit
+def _add_column_products(dweight, index, d, c0, c1, dout, inp, a):
     """``dweight[d] += a * inp[c0:c1, d] @ dout[c0:c1]`` over the non-zero inputs,
-    four rows per pass, listing them in ``index[s]``."""
+    four rows per pass, listing them in ``index`` (one row of the kernel's scratch)."""
     H = dout.shape[1]
     t = dweight.dtype.type
     n = 0
     for b in range(c0, c1):
-        index[s, n] = b
+        index[n] = b
         n += inp[b, d] != 0
     n4 = n - n % 4
     for j in range(0, n4, 4):
-        b0, b1, b2, b3 = index[s, j], index[s, j + 1], index[s, j + 2], index[s, j + 3]
+        b0, b1, b2, b3 = index[j], index[j + 1], index[j + 2], index[j + 3]
         x0, x1, x2, x3 = t(inp[b0, d]) * a, t(inp[b1, d]) * a, t(inp[b2, d]) * a, t(inp[b3, d]) * a
         for h in range(H):
             dweight[d, h] += x0 * dout[b0, h] + x1 * dout[b1, h] + x2 * dout[b2, h] + x3 * dout[b3, h]
     for j in range(n4, n):
-        b = index[s, j]
+        b = index[j]
         x = t(inp[b, d]) * a
         for h in range(H):
             dweight[d, h] += x * dout[b, h]
 
-
-_add_column_products = jit(_column_products)
 
 
 @jit(parallel=True)
@@ -195,7 +194,7 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
                 if c0 == 0:
                     for h in range(H):
                         dweight[d, h] = 0
-                _add_column_products(dweight, index, s, d, c0, c1, dout, inp, a)
+                _add_column_products(dweight, index[s], d, c0, c1, dout, inp, a)
     for h in range(H):
         dbias[h] = 0
     for b in range(B):
