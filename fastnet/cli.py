@@ -557,7 +557,14 @@ def _train(parser, args, explicit):
     stop = _StopOnSigint(prog)
     progress = _Progress(trainer, quiet=args.quiet, checkpoint=save_checkpoint)
     with thread_limit(config.threads):
+        # On a terminal, say why nothing happens for a while: a first run compiles for 10-20 s.
+        notice = not args.quiet and config.engine == "numba" and sys.stderr is not None and sys.stderr.isatty()
+        if notice:
+            print("compiling the kernels (10-20 s the first time; later runs load them from Numba's cache)...",
+                  end="", file=sys.stderr, flush=True)
         compile_seconds = trainer.warmup()
+        if notice:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # erase the notice
         label = "compiled the kernels" if config.engine == "numba" else "warmed up the numpy engine"
         out(f"{label} in {compile_seconds:.2f} s (not counted in the epoch times)", flush=True)
         try:

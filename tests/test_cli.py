@@ -124,6 +124,18 @@ def test_a_run_prints_epochs_test_accuracy_confusion_and_saved_path(env, capsys)
     assert not [p for p in os.listdir(env) if p.endswith(".tmp")]  # no temporary file left behind
 
 
+def test_on_a_terminal_a_notice_shows_while_the_kernels_compile(env, capsys, monkeypatch):
+    """The notice goes to stderr and is erased once compiling is done; stdout is unchanged."""
+    import sys
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, out, err = run_main(capsys, "--limit", "500", "--hidden", "8", "--epochs", "1", "--no-save")
+    assert code == 0, err
+    assert err.startswith("compiling the kernels (10-20 s the first time")
+    assert "\r\033[K" in err
+    assert any(line.startswith("compiled the kernels in ") for line in out.splitlines())
+
+
 def test_without_save_the_model_goes_to_the_default_path(env, capsys):
     code, out, err = run_main(capsys, "--limit", "500", "--hidden", "8", "--epochs", "1", "--quiet")
     assert code == 0, err
