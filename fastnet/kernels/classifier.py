@@ -20,6 +20,10 @@ from numba import prange
 from .._jit import jit
 
 
+#: The least rows of the batch each part of :func:`classifier_backward` takes.
+PART_ROWS = 16
+
+
 @jit
 def _transpose_weights(scratch, weight):
     """``scratch[0, k, d] = weight[d, k]``."""
@@ -129,16 +133,19 @@ def classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, label
     ``dinp = dlogits @ weight.T``. A ``dinp`` with no rows is skipped (a
     first layer's input needs no gradient). ``scratch`` is overwritten.
 
-    Parallel over the batch, cut into ``S`` parts: part ``s`` sums its rows'
-    gradients into ``scratch[1 + s]`` in order, then the parts are added in
-    order ``0..S-1`` (into ``scratch[1]``). The result depends on ``S`` (the order of the sums), not
-    on the thread count.
+    Parallel over the batch, cut into ``S`` parts of :data:`PART_ROWS` rows
+    or more (``S`` at most the scratch's, 16 in fastnet): part ``s`` sums its
+    rows' gradients into ``scratch[1 + s]`` in order, then the parts are
+    added in order ``0..S-1`` (into ``scratch[1]``). The result depends on
+    the scratch's size and on ``B`` (the order of the sums), not on the
+    thread count.
     """
     # probs (B, K), inp (B, D) any numeric dtype, weight (D, K), labels (B,)
     # dinp (B, D) or (0, D), dweight (D, K), dbias (K,), scratch (S + 1, K, D + 1)
     B, D = inp.shape
     K = weight.shape[1]
-    S = min(scratch.shape[0] - 1, B)
+    # at least PART_ROWS rows a part: each part costs a pass over its sums to zero and to add
+    S = max(1, min(scratch.shape[0] - 1, B // PART_ROWS))
     t = weight.dtype.type
     a = t(scale)
     g = t(1.0 / B)
