@@ -13,11 +13,10 @@ weights in ``scratch[0, :, :D]``; :func:`classifier_backward` keeps part
 ``s``'s sums of the weight and bias gradients in ``scratch[1 + s]``. Both
 kernels overwrite it; its contents mean nothing between calls.
 """
-import math
-
 from numba import prange
 
 from .._jit import jit
+from .loss import softmax_cross_entropy_rows
 
 
 #: The least rows of the batch each part of :func:`classifier_backward` takes.
@@ -31,29 +30,6 @@ def _transpose_weights(scratch, weight):
     for d in range(D):
         for k in range(K):
             scratch[0, k, d] = weight[d, k]
-
-
-@jit(reassoc=False)
-def _softmax_row(probs, losses, b, label):
-    """Row ``b`` of ``probs`` holds logits: overwrite it with their softmax and
-    ``losses[b]`` with the cross-entropy at ``label``. As
-    :func:`~fastnet.kernels.softmax_cross_entropy_forward`, whose term order
-    this keeps: compiled without 'reassoc', so it stays in order when inlined."""
-    K = probs.shape[1]
-    top = probs[b, 0]
-    for k in range(1, K):
-        if probs[b, k] > top:
-            top = probs[b, k]
-    picked = probs[b, label]
-    total = probs.dtype.type(0)
-    for k in range(K):
-        e = math.exp(probs[b, k] - top)
-        probs[b, k] = e
-        total += e
-    scale = probs.dtype.type(1) / total
-    for k in range(K):
-        probs[b, k] *= scale
-    losses[b] = math.log(total) - (picked - top)
 
 
 @jit(parallel=True)
@@ -80,13 +56,14 @@ def classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale)
     a = t(scale)
     _transpose_weights(scratch, weight)
     for s in prange(S):
-        for b in range(s * B // S, (s + 1) * B // S):
+        b0, b1 = s * B // S, (s + 1) * B // S
+        for b in range(b0, b1):
             for k in range(K):
                 acc = t(0)
                 for d in range(D):
                     acc += t(inp[b, d]) * scratch[0, k, d]
                 probs[b, k] = acc * a + bias[k]
-            _softmax_row(probs, losses, b, labels[b])
+        softmax_cross_entropy_rows(probs, losses, probs, labels, b0, b1)
 
 
 @jit

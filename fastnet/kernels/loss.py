@@ -15,12 +15,22 @@ def softmax_cross_entropy_forward(probs, losses, logits, labels):
     probability underflows. A NaN logit makes its row's loss NaN.
     """
     # logits (B, K), labels (B,), probs (B, K), losses (B,)
-    B, K = logits.shape
-    for b in range(B):
+    softmax_cross_entropy_rows(probs, losses, logits, labels, 0, logits.shape[0])
+
+
+@jit(reassoc=False)
+def softmax_cross_entropy_rows(probs, losses, logits, labels, b0, b1):
+    """Rows ``b0..b1-1`` of :func:`softmax_cross_entropy_forward`, for kernels
+    that make their logits themselves (:func:`~fastnet.kernels.classifier_forward`):
+    ``logits`` may be ``probs`` itself. Compiled without 'reassoc', so its
+    term order holds wherever it is inlined."""
+    K = logits.shape[1]
+    for b in range(b0, b1):
         top = logits[b, 0]
         for k in range(1, K):
             if logits[b, k] > top:
                 top = logits[b, k]
+        picked = logits[b, labels[b]]
         total = probs.dtype.type(0)
         for k in range(K):
             e = math.exp(logits[b, k] - top)
@@ -29,7 +39,7 @@ def softmax_cross_entropy_forward(probs, losses, logits, labels):
         scale = probs.dtype.type(1) / total
         for k in range(K):
             probs[b, k] *= scale
-        losses[b] = math.log(total) - (logits[b, labels[b]] - top)
+        losses[b] = math.log(total) - (picked - top)
 
 
 @jit
