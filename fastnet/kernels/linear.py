@@ -83,7 +83,7 @@ def linear_backward(dinp, dweight, dbias, dout, inp, weight):
     linear_backward_input(dinp, dout, weight)
 
 
-@jit(parallel=True)
+@jit(parallel=True, reassoc=False)
 def sparse_linear_forward(out, index, inp, weight, bias, scale):
     """Overwrite ``out`` with ``scale * inp @ weight + bias`` (as :func:`linear_forward`
     when ``scale`` is 1), doing work only for the non-zero inputs. ``index``
@@ -94,9 +94,10 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
     converted (and scaled) as it is used.
 
     Each row first lists its non-zero columns in a row of ``index`` without
-    a branch, then adds four weight rows per pass over ``out[b]``: four times
-    fewer loads and stores of ``out`` than one row at a time, and no
-    mispredicted branch per input. The sparser ``inp``, the faster (81% of
+    a branch, then adds eight weight rows per pass over ``out[b]``: eight
+    times fewer loads and stores of ``out`` than one row at a time (four a
+    pass measured up to 7% slower on denser inputs), and no mispredicted
+    branch per input. The sparser ``inp``, the faster (81% of
     MNIST's pixels and about half of the ReLU outputs are zero).
 
     The batch is cut into ``S = index.shape[0]`` parts that run in parallel,
@@ -119,13 +120,22 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
                 n += inp[b, d] != 0
             for h in range(H):
                 out[b, h] = bias[h]
-            n4 = n - n % 4
-            for j in range(0, n4, 4):
+            n8 = n - n % 8
+            for j in range(0, n8, 8):
                 d0, d1, d2, d3 = index[s, j], index[s, j + 1], index[s, j + 2], index[s, j + 3]
+                d4, d5, d6, d7 = index[s, j + 4], index[s, j + 5], index[s, j + 6], index[s, j + 7]
                 x0, x1, x2, x3 = t(inp[b, d0]) * a, t(inp[b, d1]) * a, t(inp[b, d2]) * a, t(inp[b, d3]) * a
-                for h in range(H):
-                    out[b, h] += x0 * weight[d0, h] + x1 * weight[d1, h] + x2 * weight[d2, h] + x3 * weight[d3, h]
-            for j in range(n4, n):
+                x4, x5, x6, x7 = t(inp[b, d4]) * a, t(inp[b, d5]) * a, t(inp[b, d6]) * a, t(inp[b, d7]) * a
+                for h in range(H):  # a chain of eight multiply-adds (fused: no 'reassoc' here)
+                    o = out[b, h] + x0 * weight[d0, h]
+                    o += x1 * weight[d1, h]
+                    o += x2 * weight[d2, h]
+                    o += x3 * weight[d3, h]
+                    o += x4 * weight[d4, h]
+                    o += x5 * weight[d5, h]
+                    o += x6 * weight[d6, h]
+                    out[b, h] = o + x7 * weight[d7, h]
+            for j in range(n8, n):
                 d = index[s, j]
                 x = t(inp[b, d]) * a
                 for h in range(H):
@@ -138,22 +148,41 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
 SAMPLE_CHUNK = 256
 
 
-@jit
+@jit(reassoc=False)
 def _add_column_products(dweight, index, d, c0, c1, dout, inp, a):
     """``dweight[d] += a * inp[c0:c1, d] @ dout[c0:c1]`` over the non-zero inputs,
-    four rows per pass, listing them in ``index`` (one row of the kernel's scratch)."""
+    eight rows per pass (then four, then one), listing them in ``index`` (one
+    row of the kernel's scratch)."""
     H = dout.shape[1]
     t = dweight.dtype.type
     n = 0
     for b in range(c0, c1):
         index[n] = b
         n += inp[b, d] != 0
-    n4 = n - n % 4
-    for j in range(0, n4, 4):
+    n8 = n - n % 8
+    for j in range(0, n8, 8):
+        b0, b1, b2, b3 = index[j], index[j + 1], index[j + 2], index[j + 3]
+        b4, b5, b6, b7 = index[j + 4], index[j + 5], index[j + 6], index[j + 7]
+        x0, x1, x2, x3 = t(inp[b0, d]) * a, t(inp[b1, d]) * a, t(inp[b2, d]) * a, t(inp[b3, d]) * a
+        x4, x5, x6, x7 = t(inp[b4, d]) * a, t(inp[b5, d]) * a, t(inp[b6, d]) * a, t(inp[b7, d]) * a
+        for h in range(H):  # a chain of eight multiply-adds (fused: no 'reassoc' here)
+            o = dweight[d, h] + x0 * dout[b0, h]
+            o += x1 * dout[b1, h]
+            o += x2 * dout[b2, h]
+            o += x3 * dout[b3, h]
+            o += x4 * dout[b4, h]
+            o += x5 * dout[b5, h]
+            o += x6 * dout[b6, h]
+            dweight[d, h] = o + x7 * dout[b7, h]
+    n4 = n8 + (n - n8) // 4 * 4
+    for j in range(n8, n4, 4):
         b0, b1, b2, b3 = index[j], index[j + 1], index[j + 2], index[j + 3]
         x0, x1, x2, x3 = t(inp[b0, d]) * a, t(inp[b1, d]) * a, t(inp[b2, d]) * a, t(inp[b3, d]) * a
         for h in range(H):
-            dweight[d, h] += x0 * dout[b0, h] + x1 * dout[b1, h] + x2 * dout[b2, h] + x3 * dout[b3, h]
+            o = dweight[d, h] + x0 * dout[b0, h]
+            o += x1 * dout[b1, h]
+            o += x2 * dout[b2, h]
+            dweight[d, h] = o + x3 * dout[b3, h]
     for j in range(n4, n):
         b = index[j]
         x = t(inp[b, d]) * a
@@ -171,8 +200,8 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
     :func:`sparse_linear_forward`.
 
     For each row ``d`` of ``dweight``, the samples whose input ``d`` is
-    non-zero are listed first, then four of their ``dout`` rows are added per
-    pass. A batch larger than :data:`SAMPLE_CHUNK` is taken that many
+    non-zero are listed first, then eight of their ``dout`` rows are added
+    per pass (then four, then one). A batch larger than :data:`SAMPLE_CHUNK` is taken that many
     samples at a time, so the part of ``inp`` and ``dout`` in use stays in
     cache (a full-batch step reads 60000 rows). The rows of ``dweight`` are
     cut into ``S = index.shape[0]`` parts that run in parallel, part ``s``
