@@ -67,18 +67,19 @@ def classifier_forward(probs, losses, scratch, inp, weight, bias, labels, scale)
 
 
 @jit
-def _dlogit(probs, labels, b, k, g):
-    """``dlogits[b, k]`` of the mean loss over a batch of ``1/g`` rows."""
+def _dlogit(probs, label, b, k, g):
+    """``dlogits[b, k]`` of the mean loss over a batch of ``1/g`` rows, row ``b`` labelled ``label``."""
     c = probs[b, k] * g
-    if k == labels[b]:
+    if k == label:
         c -= g
     return c
 
 
-@jit
+@jit(reassoc=False)
 def _input_gradient_row(dinp, b, scratch, probs, label, g):
     """``dinp[b] = dlogits[b] @ weight.T``, from the transposed weights in
-    ``scratch[0]``, four classes per pass over ``dinp[b]``."""
+    ``scratch[0]``: a chain of multiply-adds along the classes, four classes
+    per pass over ``dinp[b]``."""
     D = dinp.shape[1]
     K = probs.shape[1]
     wt = scratch[0]
@@ -86,21 +87,24 @@ def _input_gradient_row(dinp, b, scratch, probs, label, g):
         dinp[b, d] = 0
     k = 0
     while k + 4 <= K:
-        c0 = probs[b, k] * g - (g if k == label else 0)
-        c1 = probs[b, k + 1] * g - (g if k + 1 == label else 0)
-        c2 = probs[b, k + 2] * g - (g if k + 2 == label else 0)
-        c3 = probs[b, k + 3] * g - (g if k + 3 == label else 0)
+        c0 = _dlogit(probs, label, b, k, g)
+        c1 = _dlogit(probs, label, b, k + 1, g)
+        c2 = _dlogit(probs, label, b, k + 2, g)
+        c3 = _dlogit(probs, label, b, k + 3, g)
         for d in range(D):
-            dinp[b, d] += c0 * wt[k, d] + c1 * wt[k + 1, d] + c2 * wt[k + 2, d] + c3 * wt[k + 3, d]
+            o = dinp[b, d] + c0 * wt[k, d]
+            o += c1 * wt[k + 1, d]
+            o += c2 * wt[k + 2, d]
+            dinp[b, d] = o + c3 * wt[k + 3, d]
         k += 4
     while k < K:
-        c = probs[b, k] * g - (g if k == label else 0)
+        c = _dlogit(probs, label, b, k, g)
         for d in range(D):
             dinp[b, d] += c * wt[k, d]
         k += 1
 
 
-@jit(parallel=True)
+@jit(parallel=True, reassoc=False)
 def classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, labels, scale):
     """Overwrite ``dweight``, ``dbias`` and ``dinp`` with the gradients of the
     batch's *mean* loss, given ``probs`` from :func:`classifier_forward`.
@@ -137,13 +141,29 @@ def classifier_backward(dinp, dweight, dbias, scratch, probs, inp, weight, label
         for k in range(K):
             for d in range(D + 1):
                 part[k, d] = 0
-        for b in range(b_lo, b_hi):
+        # four rows per pass over part[k], a chain of multiply-adds in row order
+        b = b_lo
+        while b + 4 <= b_hi:
+            l0, l1, l2, l3 = labels[b], labels[b + 1], labels[b + 2], labels[b + 3]
             for k in range(K):
-                c = _dlogit(probs, labels, b, k, g)
+                c0, c1 = _dlogit(probs, l0, b, k, g), _dlogit(probs, l1, b + 1, k, g)
+                c2, c3 = _dlogit(probs, l2, b + 2, k, g), _dlogit(probs, l3, b + 3, k, g)
+                part[k, D] = part[k, D] + c0 + c1 + c2 + c3
+                c0, c1, c2, c3 = c0 * a, c1 * a, c2 * a, c3 * a
+                for d in range(D):
+                    o = part[k, d] + c0 * t(inp[b, d])
+                    o += c1 * t(inp[b + 1, d])
+                    o += c2 * t(inp[b + 2, d])
+                    part[k, d] = o + c3 * t(inp[b + 3, d])
+            b += 4
+        while b < b_hi:
+            for k in range(K):
+                c = _dlogit(probs, labels[b], b, k, g)
                 part[k, D] += c
                 c *= a
                 for d in range(D):
                     part[k, d] += c * t(inp[b, d])
+            b += 1
     # add the parts into the first, along its rows, then transpose it out
     total = scratch[1]
     for s in range(1, S):
