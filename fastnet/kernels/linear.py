@@ -102,9 +102,10 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
 
     The batch is cut into ``S = index.shape[0]`` parts that run in parallel,
     part ``s`` using ``index[s]`` as its list; any ``S >= 1`` gives the same
-    bits (use at least the thread count; 16 is plenty). Each row is summed by
-    one thread in one fixed order, so the thread count does not change the
-    result either.
+    bits (use at least the thread count; 16 is plenty). Each output is
+    summed by one thread, in the order of the inputs, one fused multiply-add
+    at a time (compiled without 'reassoc'), so neither the thread count nor
+    the input's dtype (uint8 pixels or their float32 copy) changes the result.
     """
     # inp (B, D) any numeric dtype, weight (D, H), bias (H,), out (B, H), index (S, D) int32
     B, D = inp.shape
