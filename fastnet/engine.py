@@ -175,6 +175,10 @@ def _depth(weights):
     return min(len(weights), 3)
 
 
+#: Where ``weights`` stands among :func:`train_batches`'s arguments.
+_WEIGHTS_ARG = train_batches.__code__.co_varnames.index("weights")
+
+
 class _Engine:
     """One engine: ``forward`` and ``train_batches`` pick (and build, once)
     the variant for the number of layers and the update rule; ``gather_batch``
@@ -208,7 +212,7 @@ class _Engine:
 
     def train_batches(self, *args, optimizer):
         """:func:`train_batches` with update rule ``optimizer`` (an index into :data:`OPTIMIZERS`)."""
-        weights = args[10]
+        weights = args[_WEIGHTS_ARG]
         return self.variant(train_batches, _depth(weights), optimizer)(*args)
 
 

@@ -127,6 +127,8 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
                 d4, d5, d6, d7 = index[s, j + 4], index[s, j + 5], index[s, j + 6], index[s, j + 7]
                 x0, x1, x2, x3 = t(inp[b, d0]) * a, t(inp[b, d1]) * a, t(inp[b, d2]) * a, t(inp[b, d3]) * a
                 x4, x5, x6, x7 = t(inp[b, d4]) * a, t(inp[b, d5]) * a, t(inp[b, d6]) * a, t(inp[b, d7]) * a
+                # Written out here and in _add_column_products alike: as a shared
+                # helper function the same chain measured 10-18% slower.
                 for h in range(H):  # a chain of eight multiply-adds (fused: no 'reassoc' here)
                     o = out[b, h] + x0 * weight[d0, h]
                     o += x1 * weight[d1, h]
