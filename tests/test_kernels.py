@@ -741,6 +741,40 @@ def test_sparse_kernels_on_uint8_match_float_input(rng):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("shift", [1, 2, 3])
+def test_sparse_backward_params_bits_do_not_depend_on_how_rows_are_grouped(rng, shift):
+    """The kernel fills four rows of dweight at a time, over the samples non-zero in
+    any of them: zero columns put in front move every row to another place in its
+    group of four (or to the rows left over), and no row's bits may change."""
+    B, D, H = 300, 50, 12
+    inp = make_pixels(rng, B, D)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    index = np.zeros((16, 256), np.int32)
+    dw, db = garbage((D, H), np.float32), garbage(H, np.float32)
+    kernels.sparse_linear_backward_params(dw, db, index, dout, inp, 1 / 255)
+    padded = np.concatenate([np.zeros((B, shift), np.uint8), inp], axis=1)
+    dw2, db2 = garbage((D + shift, H), np.float32), garbage(H, np.float32)
+    kernels.sparse_linear_backward_params(dw2, db2, index, dout, padded, 1 / 255)
+    assert np.array_equal(dw2[shift:], dw)
+    assert not dw2[:shift].any()
+    assert np.array_equal(db2, db)
+
+
+def test_sparse_backward_params_on_uint8_match_float_input(rng):
+    """Raw pixels with scale 1/255 give the very bits of their float32 copy."""
+    B, D, H = 64, 784, 32
+    pixels = make_pixels(rng, B, D)
+    x = np.empty((B, D), np.float32)
+    kernels.gather_batch(x, np.empty(B, np.int32), pixels, np.zeros(B, np.uint8), np.arange(B), 0, 1 / 255)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    index = np.zeros((16, B), np.int32)
+    a = garbage((D, H), np.float32), garbage(H, np.float32)
+    b = garbage((D, H), np.float32), garbage(H, np.float32)
+    kernels.sparse_linear_backward_params(*a, index, dout, pixels, 1 / 255)
+    kernels.sparse_linear_backward_params(*b, index, dout, x, 1.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 @pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads")
 def test_sparse_kernels_do_not_depend_on_thread_count(rng):
     B, D, H = 300, 784, 128
