@@ -741,6 +741,24 @@ def test_sparse_kernels_on_uint8_match_float_input(rng):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("B", [8, 13, 130])
+@pytest.mark.parametrize("density", [1.0, 0.6, 0.2])
+def test_sparse_forward_bits_do_not_depend_on_grouping_rows(rng, B, density):
+    """Dense inputs go four rows at a time over the columns non-zero in any of them
+    (the last group may be short); each row must come out as it does alone."""
+    D, H = 50, 12
+    inp = make_pixels(rng, B, D, density)
+    inp[B // 2:] = make_pixels(rng, B - B // 2, D, 0.1)  # sparser rows after dense ones
+    weight, bias = make_layer(rng, D, H, np.float32)
+    index = np.zeros((16, D), np.int32)
+    got = garbage((B, H), np.float32)
+    kernels.sparse_linear_forward(got, index, inp, weight, bias, 1 / 255)
+    for b in range(B):
+        alone = garbage((1, H), np.float32)
+        kernels.sparse_linear_forward(alone, index, inp[b:b + 1], weight, bias, 1 / 255)
+        assert np.array_equal(got[b], alone[0]), f"row {b}"
+
+
 @pytest.mark.parametrize("shift", [1, 2, 3])
 def test_sparse_backward_params_bits_do_not_depend_on_how_rows_are_grouped(rng, shift):
     """The kernel fills four rows of dweight at a time, over the samples non-zero in
