@@ -132,3 +132,39 @@ def test_cached_caller_keeps_the_old_callee_after_the_callee_changes(tmp_path):
         path.unlink()
     assert run(tmp_path, RUN_CALLER, cache) == dict(via_caller=80.0, direct=80.0, hits=0)
 
+
+
+PARALLEL_CALLER = '''
+from numba import njit
+from fastnet import kernels as K
+
+
+@njit(cache=True)
+def update(params, grads):
+    K.sgd_update(params, grads, 0.5, 0.0)
+'''
+
+CALL = '''
+import json, sys
+import numpy as np
+from fastnet import kernels as K
+
+params, grads = np.ones(64), np.ones(64)
+if sys.argv[1] == "kernel":
+    K.sgd_update(params, grads, 0.5, 0.0)
+else:
+    import user
+    user.update(params, grads)
+print(json.dumps(dict(first=float(params[0]))))
+'''
+
+
+def test_a_cached_caller_of_a_parallel_kernel_loaded_from_the_cache_loads_again(tmp_path):
+    # Numba drops a parallel kernel's "start the threading layer" hook from a
+    # caller compiled while the kernel itself came from the cache; loading that
+    # caller first thing in a fresh process then aborted ("LLVM ERROR: Symbol
+    # not found: allocate_sched") until fastnet.kernels started the layer on import.
+    (tmp_path / "user.py").write_text(PARALLEL_CALLER)
+    cache = tmp_path / "numba-cache"
+    for what in ("kernel", "caller", "caller"):  # kernel cached; caller compiled around it; caller loaded
+        assert run(tmp_path, CALL.replace("sys.argv[1]", repr(what)), cache) == {"first": 0.5}
