@@ -184,10 +184,11 @@ class _Engine:
     the variant for the number of layers and the update rule; ``gather_batch``
     and ``count_correct`` are the engine's own."""
 
-    def __init__(self, name, kernels, compile):
+    def __init__(self, name, kernels, compile, prepare):
         self.name = name
         self._kernels = kernels
         self._compile = compile
+        self._prepare = prepare
         self._variants = {}
         self.gather_batch = kernels["gather_batch"]
         self.count_correct = kernels["count_correct"]
@@ -206,6 +207,16 @@ class _Engine:
             self._variants[key] = self._compile(_rebind(fn, names, name))
         return self._variants[key]
 
+    def entry(self, fn, weights, optimizer=OPTIMIZER):
+        """What :meth:`forward` (``fn`` = :func:`forward`) or :meth:`train_batches`
+        (:func:`train_batches`) would call for ``weights`` and ``optimizer``."""
+        return self.variant(fn, _depth(weights), optimizer if fn is train_batches else OPTIMIZER)
+
+    def prepare(self, fn, *args):
+        """Compile ``fn`` (one of this engine's functions) for the types of ``args``
+        without calling it; nothing on an engine that compiles nothing."""
+        self._prepare(fn, args)
+
     def forward(self, probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale):
         return self.variant(forward, _depth(weights))(
             probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale)
@@ -219,7 +230,7 @@ class _Engine:
 def _numpy_engine():
     names = {name: getattr(reference, name) for name in reference.__dict__ if not name.startswith("_")}
     names["count_correct"] = _count_correct_numpy
-    return _Engine("numpy", names, lambda fn: fn)
+    return _Engine("numpy", names, lambda fn: fn, lambda fn, args: None)
 
 
 def _numba_engine():
@@ -227,7 +238,14 @@ def _numba_engine():
 
     names = {name: getattr(kernels, name) for name in kernels.__all__}
     names["count_correct"] = count_correct
-    return _Engine("numba", names, jit)
+    return _Engine("numba", names, jit, _compile_for)
+
+
+def _compile_for(dispatcher, args):
+    """Compile (or load from the cache) ``dispatcher`` for the types a call with ``args`` would get."""
+    import numba
+
+    dispatcher.compile(tuple(numba.typeof(a) for a in args))
 
 
 _ENGINES = {}

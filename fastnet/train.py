@@ -175,29 +175,48 @@ class Trainer:
 
     # --- compiling ---------------------------------------------------------------
 
-    def warmup(self):
+    def warmup(self, *, execute=True):
         """Compile (or load from Numba's cache) everything the run will call,
-        without changing any state. Returns the seconds it took."""
+        without changing any state. Returns the seconds it took.
+
+        ``execute=False`` compiles for the calls' argument types without
+        making them, so it may run on a thread of its own while another
+        thread runs kernels (Numba's ``workqueue`` threading layer aborts on
+        two parallel loops at once); see :mod:`fastnet.prewarm`."""
         t0 = time.perf_counter()
         order = np.arange(self.n_train, dtype=np.int64)
-        self._steps(self.workspace.rows(self.batch_size), order, 0, 0, self.config.lr)
-        ws = self.workspace.rows(1)
-        self.ops.gather_batch(ws.x, ws.y, self.images, np.zeros(1, np.uint8), order, 0, 1.0)
-        self.ops.forward(ws.probs, ws.losses, ws.acts, ws.pre, ws.row_index, ws.scratch, ws.x, ws.y,
-                         self.model.weights, self.model.biases, PIXEL_SCALE)
+        ws, one = self.workspace.rows(self.batch_size), self.workspace.rows(1)
+        m = self.model
+        calls = [
+            (self.ops.entry(_engine.train_batches, m.weights, self._optimizer),
+             self._step_args(ws, order, 0, 0, self.config.lr)),
+            (self.ops.gather_batch, (one.x, one.y, self.images, np.zeros(1, np.uint8), order, 0, 1.0)),
+            (self.ops.entry(_engine.forward, m.weights),
+             (one.probs, one.losses, one.acts, one.pre, one.row_index, one.scratch, one.x, one.y,
+              m.weights, m.biases, PIXEL_SCALE)),
+        ]
+        for fn, args in calls:
+            if execute:
+                fn(*args)
+            else:
+                self.ops.prepare(fn, *args)
         return time.perf_counter() - t0
 
-    def _steps(self, ws, order, start, count, lr):
+    @property
+    def _optimizer(self):
+        return _engine.OPTIMIZERS.index(self.config.optimizer)
+
+    def _step_args(self, ws, order, start, count, lr):
         c = self.config
         params, grads, s1, s2 = self._pairs
         m = self.model
-        return self.ops.train_batches(
-            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.scratch, ws.probs, ws.losses,
-            m.weights, m.biases, self.dweights, self.dbiases, params, grads, s1, s2,
-            self.images, self.labels, order, start, count, PIXEL_SCALE,
-            lr, c.momentum, c.weight_decay, c.beta1, c.beta2, c.eps, self.step,
-            optimizer=_engine.OPTIMIZERS.index(c.optimizer),
-        )
+        return (ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.scratch, ws.probs, ws.losses,
+                m.weights, m.biases, self.dweights, self.dbiases, params, grads, s1, s2,
+                self.images, self.labels, order, start, count, PIXEL_SCALE,
+                lr, c.momentum, c.weight_decay, c.beta1, c.beta2, c.eps, self.step)
+
+    def _steps(self, ws, order, start, count, lr):
+        return self.ops.train_batches(*self._step_args(ws, order, start, count, lr), optimizer=self._optimizer)
 
     # --- running -----------------------------------------------------------------
 

@@ -125,15 +125,31 @@ def test_a_run_prints_epochs_test_accuracy_confusion_and_saved_path(env, capsys)
 
 
 def test_on_a_terminal_a_notice_shows_while_the_kernels_compile(env, capsys, monkeypatch):
-    """The notice goes to stderr and is erased once compiling is done; stdout is unchanged."""
+    """The notice goes to stderr and is erased once compiling is done; stdout is unchanged.
+    (It shows when the background warm-up is still going once the data is read.)"""
     import sys
 
+    from fastnet.prewarm import Prewarm
+
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(Prewarm, "done", lambda self: False)
     code, out, err = run_main(capsys, "--limit", "500", "--hidden", "8", "--epochs", "1", "--no-save")
     assert code == 0, err
     assert err.startswith("compiling the kernels (10-20 s the first time")
     assert "\r\033[K" in err
     assert any(line.startswith("compiled the kernels in ") for line in out.splitlines())
+
+
+def test_no_notice_when_the_kernels_were_ready_before_the_data(env, capsys, monkeypatch):
+    import sys
+
+    from fastnet.prewarm import Prewarm
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(Prewarm, "done", lambda self: True)
+    code, out, err = run_main(capsys, "--limit", "500", "--hidden", "8", "--epochs", "1", "--no-save")
+    assert code == 0, err
+    assert "compiling the kernels" not in err
 
 
 def test_without_save_the_model_goes_to_the_default_path(env, capsys):

@@ -1,0 +1,71 @@
+"""Compile (or load from Numba's cache) a training run's kernels on a
+background thread while the main thread reads the data set.
+
+A warm start is mostly two waits that need not follow each other:
+
+- Numba: importing it, loading its typing registries on the first compiled
+  call, and loading the run's compiled functions from its cache (about
+  0.6 s, Python code holding the GIL); on a cold cache, compiling them
+  (10-20 s);
+- the data: decompressing MNIST's gzip files (about 0.25 s in zlib, which
+  releases the GIL), or downloading them.
+
+:class:`Prewarm` runs the first on a daemon thread, through a stand-in
+:class:`~fastnet.train.Trainer` of the same configuration on a few zero
+images (``warmup(execute=False)``: it compiles, and runs nothing). Numba
+compiles for argument types (dtypes, dimensions, layouts), not sizes, so
+the real trainer's :meth:`~fastnet.train.Trainer.warmup` then finds
+everything compiled. If the stand-in's types differ from the
+real run's, or the thread failed, the real warm-up just does the work
+itself (and reports any error) as it would have without this.
+
+This module imports nothing heavy, so starting the thread costs nothing:
+``fastnet-train`` starts it before it reads the data.
+"""
+import threading
+import time
+
+#: The stand-in's data: a few samples of a few uint8 features (any size types alike).
+_SAMPLES = 8
+_FEATURES = 16
+
+
+class Prewarm:
+    """Warm up ``config``'s kernels on a background thread: ``Prewarm(config).start()``,
+    then :meth:`wait` before training."""
+
+    def __init__(self, config):
+        self.config = config
+        self.seconds = None  #: how long the warm-up took, set when it is done
+        self.error = None  #: the exception that stopped it, if any
+        self._thread = threading.Thread(target=self._run, name="fastnet-prewarm", daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def done(self):
+        """Whether the warm-up has finished (or failed)."""
+        return not self._thread.is_alive()
+
+    def wait(self):
+        """Block until the warm-up has finished; return its seconds (0 if it failed:
+        the real warm-up then repeats the work and raises the error there)."""
+        self._thread.join()
+        return self.seconds or 0.0
+
+    def _run(self):
+        t0 = time.perf_counter()
+        try:
+            import numpy as np
+
+            from .train import Trainer
+
+            stand_in = self.config.replace(val_split=0, limit=None, patience=None, batch_size=_SAMPLES)
+            images = np.zeros((_SAMPLES, _FEATURES), np.uint8)
+            labels = np.zeros(_SAMPLES, np.uint8)
+            Trainer(stand_in, images, labels).warmup(execute=False)
+        except BaseException as exc:  # noqa: BLE001 -- the real warm-up reports it
+            self.error = exc
+            return
+        self.seconds = time.perf_counter() - t0

@@ -1,0 +1,66 @@
+"""fastnet.prewarm: the background warm-up compiles exactly what the real run calls."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from fastnet import train
+from fastnet.config import TrainConfig
+from fastnet.prewarm import Prewarm
+
+# A fresh process (nothing compiled in it yet) warms up in the background while it
+# loads MNIST, then counts what the real trainer's warm-up still had to compile.
+_CHILD = textwrap.dedent("""
+    import json, sys
+    from fastnet.config import TrainConfig
+    from fastnet.prewarm import Prewarm
+    config = TrainConfig(**json.loads(sys.argv[2]))
+    prewarm = Prewarm(config).start()
+    from fastnet.data import load_dataset
+    data = load_dataset("mnist", sys.argv[1], offline=True)
+    seconds = prewarm.wait()
+    assert prewarm.error is None, repr(prewarm.error)
+    from fastnet import engine
+    from fastnet.train import Trainer
+    trainer = Trainer(config, data.train_images, data.train_labels)
+    w = trainer.model.weights
+    opt = engine.OPTIMIZERS.index(config.optimizer)
+    fns = [trainer.ops.entry(engine.train_batches, w, opt), trainer.ops.gather_batch,
+           trainer.ops.entry(engine.forward, w)]
+    before = [list(f.signatures) for f in fns]
+    trainer.warmup()
+    after = [list(f.signatures) for f in fns]
+    print(json.dumps({"seconds": seconds, "before": [len(s) for s in before],
+                      "new": [len(a) - len(b) for a, b in zip(after, before)]}))
+""")
+
+
+@pytest.mark.parametrize("settings", [{}, {"optimizer": "adam", "val_split": 0.1, "patience": 2}],
+                         ids=["default", "adam-validation"])
+def test_the_real_warmup_finds_everything_compiled(mnist_dir, settings):
+    done = subprocess.run([sys.executable, "-c", _CHILD, str(mnist_dir), json.dumps(settings)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["seconds"] > 0
+    assert report["before"] == [1, 1, 1]  # the prewarm compiled one variant of each
+    assert report["new"] == [0, 0, 0]  # and the real run's types matched them
+
+
+def test_a_failed_prewarm_leaves_the_work_to_the_real_warmup(monkeypatch):
+    def broken(self, *, execute=True):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(train.Trainer, "warmup", broken)
+    prewarm = Prewarm(TrainConfig(hidden=(8,))).start()
+    assert prewarm.wait() == 0.0
+    assert prewarm.done()
+    assert isinstance(prewarm.error, RuntimeError)
+
+
+def test_the_numpy_engine_has_nothing_to_compile():
+    prewarm = Prewarm(TrainConfig(engine="numpy", hidden=(8,))).start()
+    assert prewarm.wait() > 0
+    assert prewarm.error is None
