@@ -136,14 +136,15 @@ def startup_table(groups):
 
     cold = info("startup-cold-compile", "warmup_median_s")
     warm = info("startup-warm", "since_spawn_median_s")
-    parts = [info("startup-warm", f"{k}_median_s") for k in ("import", "load", "warmup")]
+    parts = [info("startup-warm", f"{k}_median_s") for k in ("import", "load", "warmup", "wait")]
     rss = info("memory-fastnet-train", "peak_rss_mib")
     rows = [
-        ["cold compile of a training run (`Trainer.warmup()`, empty cache)", seconds(cold),
+        ["cold compile of a training run (Numba's import and the warm-up, empty cache)", seconds(cold),
          f"≤ {COLD_COMPILE_TARGET:g} s", check(cold, COLD_COMPILE_TARGET)],
         ["warm start: process start to first batch done", seconds(warm),
          f"≤ {WARM_START_TARGET:g} s", check(warm, WARM_START_TARGET)],
-        ["… of which import / load MNIST / warmup", " / ".join(seconds(p) for p in parts), "", ""],
+        ["… import (no Numba) / load MNIST / warm-up on its thread, during the load / wait after it",
+         " / ".join(seconds(p) for p in parts), "", ""],
         ["peak RSS of `fastnet-train --epochs 1` (default model; later epochs add nothing)",
          "–" if rss is None else f"{rss:.0f} MiB", "", ""],
     ]
