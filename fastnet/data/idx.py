@@ -56,11 +56,14 @@ _GZIP_MAGIC = b"\x1f\x8b"
 #: bytes than that from the compressed size is corrupt (and is caught before
 #: anything is allocated).
 _MAX_DEFLATE_RATIO = 1032
-#: Decompressed bytes per piece: zlib runs without the GIL for each piece, so
-#: few large pieces let another thread (Numba loading the kernels, see
-#: fastnet.prewarm) run meanwhile; with 300 KB pieces each return to Python
-#: waited for that thread's turn, and loading MNIST took twice as long.
-_GZ_PIECE = 4 << 20
+#: Compressed bytes handed to zlib per call, and the most decompressed bytes
+#: one call may return. zlib runs without the GIL, so few large calls let
+#: another thread (Numba loading the kernels, see fastnet.prewarm) run
+#: meanwhile: with 300 KB pieces each return to Python waited for that
+#: thread's turn, and loading MNIST took twice as long. (Handing zlib the
+#: whole file at once would cost a copy of it, held while it is read.)
+_GZ_CHUNK = 1 << 20
+_GZ_PIECE = 8 << 20
 #: Raw bytes read per call when converting a file to float32 on the fly.
 _RAW_CHUNK = 1 << 20
 
@@ -185,8 +188,11 @@ def _gunzip_pieces(data, name: str) -> Iterator[bytes]:
     pos = 0
     while True:
         inflater = zlib.decompressobj(wbits=31)
-        tail = view[pos:]
+        tail = b""
         while not inflater.eof:
+            if not tail and pos < end:
+                tail = view[pos:pos + _GZ_CHUNK]
+                pos += len(tail)
             try:
                 piece = inflater.decompress(tail, _GZ_PIECE)
             except zlib.error as exc:
@@ -194,11 +200,11 @@ def _gunzip_pieces(data, name: str) -> Iterator[bytes]:
             tail = inflater.unconsumed_tail
             if piece:
                 yield piece
-            elif not tail and not inflater.eof:  # all input taken, no output, no end: cut short
+            elif not tail and pos >= end and not inflater.eof:  # all input taken, no output, no end
                 raise IdxFormatError(
                     f"{name}: gzip stream ends early after {end} compressed bytes (truncated download?)"
                 )
-        pos = end - len(inflater.unused_data)
+        pos -= len(inflater.unused_data)
         rest = view[pos:]
         if not rest:
             return
