@@ -64,3 +64,30 @@ def test_the_numpy_engine_has_nothing_to_compile():
     prewarm = Prewarm(TrainConfig(engine="numpy", hidden=(8,))).start()
     assert prewarm.wait() > 0
     assert prewarm.error is None
+
+
+def test_ctrl_c_stops_the_wait(monkeypatch):
+    """Waiting for a long compile stays interruptible (fastnet-train then exits with 130)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    release = threading.Event()
+
+    def slow(self, *, execute=True):
+        release.wait(30)
+
+    monkeypatch.setattr(train.Trainer, "warmup", slow)
+    prewarm = Prewarm(TrainConfig(hidden=(8,))).start()
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    t0 = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prewarm.wait()
+    finally:
+        release.set()
+        timer.cancel()
+    assert time.perf_counter() - t0 < 10
+    prewarm.wait()
