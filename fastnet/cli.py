@@ -574,7 +574,8 @@ def _train(parser, args, explicit):
         if notice:
             print("\r\033[K", end="", file=sys.stderr, flush=True)  # erase the notice
         label = "compiled the kernels" if config.engine == "numba" else "warmed up the numpy engine"
-        out(f"{label} in {compile_seconds:.2f} s (not counted in the epoch times)", flush=True)
+        out(f"{label} in {compile_seconds:.2f} s (begun while the data was read; not counted in the epoch times)",
+            flush=True)
         try:
             with stop.installed():
                 result = trainer.run(on_epoch=progress.on_epoch, on_progress=progress.on_progress,
