@@ -566,8 +566,10 @@ def _train(parser, args, explicit):
         notice = (not args.quiet and config.engine == "numba" and not prewarm.done()
                   and sys.stderr is not None and sys.stderr.isatty())
         if notice:
-            print("compiling the kernels (10-25 s the first time; later runs load them from Numba's cache)...",
-                  end="", file=sys.stderr, flush=True)
+            text = "compiling the kernels (10-25 s the first time; later runs load them from Numba's cache)..."
+            print(text, end="", file=sys.stderr, flush=True)
+            while prewarm.wait(timeout=1.0) is None:  # count the seconds, so the wait visibly moves
+                print(f"\r{text} {time.perf_counter() - prewarm.started:.0f} s", end="", file=sys.stderr, flush=True)
         # the background warm-up's own time (mostly spent while the data was read), and whatever
         # the real trainer still had to compile (nothing, unless its argument types differ)
         compile_seconds = prewarm.wait() + trainer.warmup()

@@ -38,9 +38,11 @@ class Prewarm:
         self.config = config
         self.seconds = None  #: how long the warm-up took, set when it is done
         self.error = None  #: the exception that stopped it, if any
+        self.started = None
         self._thread = threading.Thread(target=self._run, name="fastnet-prewarm", daemon=True)
 
     def start(self):
+        self.started = time.perf_counter()  #: when the warm-up began (``time.perf_counter()``)
         self._thread.start()
         return self
 
@@ -48,10 +50,13 @@ class Prewarm:
         """Whether the warm-up has finished (or failed)."""
         return not self._thread.is_alive()
 
-    def wait(self):
+    def wait(self, timeout=None):
         """Block until the warm-up has finished; return its seconds (0 if it failed:
-        the real warm-up then repeats the work and raises the error there)."""
-        self._thread.join()
+        the real warm-up then repeats the work and raises the error there). With
+        ``timeout`` (seconds), return None if it is still running by then."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            return None
         return self.seconds or 0.0
 
     def _run(self):

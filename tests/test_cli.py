@@ -140,6 +140,27 @@ def test_on_a_terminal_a_notice_shows_while_the_kernels_compile(env, capsys, mon
     assert any(line.startswith("compiled the kernels in ") for line in out.splitlines())
 
 
+def test_the_notice_counts_the_seconds_of_a_long_compile(env, capsys, monkeypatch):
+    import sys
+    import time
+
+    from fastnet.train import Trainer
+
+    real = Trainer.warmup
+
+    def slow(self, *, execute=True):
+        if not execute:  # the background warm-up: as if it were compiling
+            time.sleep(4)
+        return real(self, execute=execute)
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(Trainer, "warmup", slow)
+    code, out, err = run_main(capsys, "--limit", "500", "--hidden", "8", "--epochs", "1", "--no-save")
+    assert code == 0, err
+    assert re.search(r"Numba's cache\)\.\.\. [1-4] s", err), err  # seconds since the warm-up began
+    assert "\r\033[K" in err
+
+
 def test_no_notice_when_the_kernels_were_ready_before_the_data(env, capsys, monkeypatch):
     import sys
 

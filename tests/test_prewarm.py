@@ -91,3 +91,15 @@ def test_ctrl_c_stops_the_wait(monkeypatch):
         timer.cancel()
     assert time.perf_counter() - t0 < 10
     prewarm.wait()
+
+
+def test_wait_with_a_timeout_says_none_while_running(monkeypatch):
+    import threading
+
+    release = threading.Event()
+    monkeypatch.setattr(train.Trainer, "warmup", lambda self, *, execute=True: release.wait(30))
+    prewarm = Prewarm(TrainConfig(hidden=(8,))).start()
+    assert prewarm.wait(timeout=0.05) is None
+    assert not prewarm.done()
+    release.set()
+    assert prewarm.wait(timeout=30) > 0
