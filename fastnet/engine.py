@@ -17,6 +17,7 @@ function per number of layers and update rule (see :data:`DEPTH`).
 import math
 import types
 
+import numba
 import numpy as np
 
 from . import reference
@@ -243,8 +244,6 @@ def _numba_engine():
 
 def _compile_for(dispatcher, args):
     """Compile (or load from the cache) ``dispatcher`` for the types a call with ``args`` would get."""
-    import numba
-
     dispatcher.compile(tuple(numba.typeof(a) for a in args))
 
 
