@@ -138,6 +138,7 @@ def startup_table(groups):
     warm = info("startup-warm", "since_spawn_median_s")
     parts = [info("startup-warm", f"{k}_median_s") for k in ("import", "load", "warmup", "wait")]
     rss = info("memory-fastnet-train", "peak_rss_mib")
+    anon = info("memory-fastnet-train", "anon_rss_mib")
     rows = [
         ["cold compile of a training run (Numba's import and the warm-up, empty cache)", seconds(cold),
          f"≤ {COLD_COMPILE_TARGET:g} s", check(cold, COLD_COMPILE_TARGET)],
@@ -147,6 +148,8 @@ def startup_table(groups):
          " / ".join(seconds(p) for p in parts), "", ""],
         ["peak RSS of `fastnet-train --epochs 1` (default model; later epochs add nothing)",
          "–" if rss is None else f"{rss:.0f} MiB", "", ""],
+        ["… of which its own memory (RssAnon at the end; the rest is shared libraries' pages)",
+         "–" if anon is None else f"{anon:.0f} MiB", "", ""],
     ]
     return table(["start-up and memory (medians)", "value", "target", "met?"], rows)
 
