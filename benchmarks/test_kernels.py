@@ -3,8 +3,10 @@ of a 784-128-10 float32 network at batch 128.
 
 One group per kernel and shape, ``kernel-<name>-<shape>``, rows by ``which``
 (numba, numpy). The linear kernels run on both layers: ``784x128`` takes
-MNIST pixels (81% zeros), ``128x10`` the hidden layer's ReLU outputs for that
-batch, as do the output layer's fused ``classifier_*`` kernels. Update rules
+MNIST pixels (81% zeros) as float32, ``128x10`` the hidden layer's ReLU
+outputs for that batch, as do the output layer's fused ``classifier_*``
+kernels. The sparse kernels also run on ``784x128-u8``: the same pixels as
+raw uint8 with a scale of 1/255, which is how the training loop calls them. Update rules
 run on all 101770 parameters, ``gather_batch`` gathers
 128 shuffled samples of the 60000.
 
@@ -26,6 +28,10 @@ from fastnet.model import MLP, Workspace
 B = 128
 SIZES = (784, 128, 10)
 LAYERS = ("784x128", "128x10")
+#: The first layer as the training loop feeds its sparse kernels: the batch's
+#: raw uint8 pixels, scaled by 1/255 as they are read (``784x128`` gives them
+#: the float32 copy, as a caller without that option would).
+PIXELS = "784x128-u8"
 PEAK_N = 2048
 
 
@@ -46,7 +52,8 @@ def data(mnist):
     return dict(
         model=model, images=images, labels=mnist.train_labels, order=order, x=x, y=y, z=z, h=h, logits=logits,
         probs=probs.astype(np.float32),
-        inp={"784x128": x, "128x10": h}, weight=dict(zip(LAYERS, model.weights)), bias=dict(zip(LAYERS, model.biases)),
+        inp={"784x128": x, "128x10": h, PIXELS: images[order[:B]]},
+        weight=dict(zip(LAYERS, model.weights)), bias=dict(zip(LAYERS, model.biases)),
         dout={s: rng.standard_normal((B, w.shape[1])).astype(np.float32) / B for s, w in zip(LAYERS, model.weights)},
         grad=rng.standard_normal(model.n_params).astype(np.float32) * np.float32(1e-3),
     )
@@ -58,8 +65,14 @@ def _zeros(*shape, dtype=np.float32):
 
 def _layer(d, s):
     """(inp, weight, bias, dout, D, H) of layer ``s``."""
-    w = d["weight"][s]
-    return d["inp"][s], w, d["bias"][s], d["dout"][s], *w.shape
+    layer = "784x128" if s == PIXELS else s
+    w = d["weight"][layer]
+    return d["inp"][s], w, d["bias"][layer], d["dout"][layer], *w.shape
+
+
+def _scale(s):
+    """What the sparse kernels multiply layer ``s``'s input by."""
+    return 1 / 255 if s == PIXELS else 1.0
 
 
 def _linear_forward(d, s):
@@ -70,13 +83,13 @@ def _linear_forward(d, s):
 def _scratch(s):
     """The sparse kernels' scratch for layer ``s``, shaped as the training loop's workspace has it."""
     ws = Workspace(SIZES, B, np.float32)
-    i = LAYERS.index(s)
+    i = 0 if s == PIXELS else LAYERS.index(s)
     return ws.row_index[i], ws.col_index[i]
 
 
 def _sparse_linear_forward(d, s):
     inp, w, b, _, D, H = _layer(d, s)
-    return (_zeros(B, H), _scratch(s)[0], inp, w, b, 1.0), linear_flops(B, D, H)
+    return (_zeros(B, H), _scratch(s)[0], inp, w, b, _scale(s)), linear_flops(B, D, H)
 
 
 def _linear_backward_params(d, s):
@@ -86,7 +99,7 @@ def _linear_backward_params(d, s):
 
 def _sparse_linear_backward_params(d, s):
     inp, _, _, dout, D, H = _layer(d, s)
-    return (_zeros(D, H), _zeros(H), _scratch(s)[1], dout, inp, 1.0), linear_flops(B, D, H)
+    return (_zeros(D, H), _zeros(H), _scratch(s)[1], dout, inp, _scale(s)), linear_flops(B, D, H)
 
 
 def _linear_backward_input(d, s):
@@ -122,8 +135,8 @@ KERNELS = {
     "linear_backward": (LAYERS, _linear_backward),
     "linear_backward_params": (LAYERS, _linear_backward_params),
     "linear_backward_input": (LAYERS, _linear_backward_input),
-    "sparse_linear_forward": (LAYERS, _sparse_linear_forward),
-    "sparse_linear_backward_params": (LAYERS, _sparse_linear_backward_params),
+    "sparse_linear_forward": ((PIXELS, *LAYERS), _sparse_linear_forward),
+    "sparse_linear_backward_params": ((PIXELS, *LAYERS), _sparse_linear_backward_params),
     "relu_forward": (("b128",), lambda d, s: ((_zeros(B, 128), d["z"]), None)),
     "relu_backward": (("b128",), lambda d, s: ((_zeros(B, 128), d["dout"]["784x128"], d["h"]), None)),
     "softmax_cross_entropy_forward": (("b128",), lambda d, s: ((_zeros(B, 10), _zeros(B), d["logits"], d["y"]), None)),
@@ -144,7 +157,7 @@ CASES = [(name, shape) for name, (shapes, _) in KERNELS.items() for shape in sha
 
 
 def _group(name, shape):
-    return f"kernel-{name}-{shape}-b{B}" if shape in LAYERS else f"kernel-{name}-{shape}"
+    return f"kernel-{name}-{shape}-b{B}" if shape in (PIXELS, *LAYERS) else f"kernel-{name}-{shape}"
 
 
 def test_every_kernel_has_a_case():
