@@ -741,6 +741,26 @@ def test_sparse_kernels_on_uint8_match_float_input(rng):
     assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("density", [1.0, 0.2])
+@pytest.mark.parametrize("B", [5, 128, 300])
+def test_sparse_kernels_give_the_bits_of_the_plain_ones(rng, B, density):
+    """With ``scale`` 1, the sparse kernels compute the plain ones' sums in the same
+    order (docs/kernels.md points callers to them as the faster, same-result choice)."""
+    D, H = 784, 32
+    inp = (make_pixels(rng, B, D, density) / np.float32(255)).astype(np.float32)
+    weight, bias = make_layer(rng, D, H, np.float32)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    plain, sparse = garbage((B, H), np.float32), garbage((B, H), np.float32)
+    kernels.linear_forward(plain, inp, weight, bias)
+    kernels.sparse_linear_forward(sparse, np.zeros((16, D), np.int32), inp, weight, bias, 1.0)
+    assert np.array_equal(plain, sparse)
+    plain = garbage((D, H), np.float32), garbage(H, np.float32)
+    sparse = garbage((D, H), np.float32), garbage(H, np.float32)
+    kernels.linear_backward_params(*plain, dout, inp)
+    kernels.sparse_linear_backward_params(*sparse, np.zeros((16, min(B, 256)), np.int32), dout, inp, 1.0)
+    assert np.array_equal(plain[0], sparse[0]) and np.array_equal(plain[1], sparse[1])
+
+
 @pytest.mark.parametrize("B", [8, 13, 130])
 @pytest.mark.parametrize("density", [1.0, 0.6, 0.2])
 def test_sparse_forward_bits_do_not_depend_on_grouping_rows(rng, B, density):
