@@ -1,21 +1,33 @@
 """The network's math, written once, run on either engine.
 
-The functions here chain kernels into whole passes: :func:`forward` through
-every layer, and :func:`train_batches`, a run of mini-batch steps (gather,
-forward, loss, backward, update). They call the kernels by their plain
-names, so the same source serves twice:
+The functions here chain kernels into whole passes over a network of any
+depth: :func:`forward` through every layer, :func:`backward` back through
+them, :func:`update` of every parameter, and :func:`train_batches`, a run of
+mini-batch steps (gather, forward, loss, backward, update). They call the
+kernels by their plain names, so the same source serves twice:
 
-- the ``numba`` engine compiles them with :func:`fastnet._jit.jit`, a
-  training run then costs one call per chunk of batches, not one per kernel;
+- the ``numba`` engine compiles them with :func:`fastnet._jit.jit`: a
+  training run then costs one call from Python per chunk of batches, not
+  one per kernel;
 - the ``numpy`` engine runs the very same functions as Python, with each
   kernel name bound to its twin in :mod:`fastnet.reference`.
 
 So the two engines differ in the kernels alone, which is what
-``fastnet-train --engine`` compares. Each engine builds one variant of a
-function per number of layers and update rule (see :data:`DEPTH`).
+``fastnet-train --engine`` compares.
+
+**One compile for any network.** Arguments travel as a few named bundles
+(:class:`Params`, :class:`Moments`, :class:`Activations`, :class:`Scratch`,
+:class:`Data`, :class:`Settings`), the way llm.c passes its
+``ParameterTensors``. Each bundle holds flat buffers and the layer widths
+as an array; a layer's weight or activations are views cut from them as
+the loop reaches that layer (:func:`layer`, :func:`hidden`). The update rule
+is a number in :class:`Settings`. So the argument types, and with them the
+compiled code, are the same for 1, 3 or 50 hidden layers and for every
+update rule: a run compiles (or loads from Numba's cache) one loop per
+dtype and input dtype, never one per depth.
 """
 import math
-import types
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -23,22 +35,159 @@ import numpy as np
 from . import reference
 from ._jit import jit
 from .config import ENGINES, OPTIMIZERS
-from .kernels import (
-    adam_update,
-    classifier_backward,
-    classifier_forward,
-    gather_batch,
-    linear_backward_input,
-    momentum_update,
-    relu_backward,
-    relu_forward,
-    sgd_update,
-    sparse_linear_backward_params,
-    sparse_linear_forward,
-)
+
+#: The update rules, as :class:`Settings` numbers them (their index in ``config.OPTIMIZERS``).
+SGD, MOMENTUM, NESTEROV, ADAM = (OPTIMIZERS.index(name) for name in ("sgd", "momentum", "nesterov", "adam"))
+#: How many parts the sparse kernels split their work into (their scratch's rows).
+SCRATCH_PARTS = 16
 
 
-@jit
+# --- the bundles ----------------------------------------------------------------------
+
+
+class Params(NamedTuple):
+    """A network's parameters, or anything laid out as they are (their gradient).
+
+    ``flat (P,)`` holds every layer's weight ``(D_i, H_i)`` in turn, row-major,
+    then every bias ``(H_i,)``; ``sizes (L + 1,)`` int64 lists the widths from
+    input to output. :func:`layer` cuts layer ``i``'s views from ``flat``.
+    """
+
+    flat: np.ndarray
+    sizes: np.ndarray
+
+
+class Moments(NamedTuple):
+    """The update rule's state, laid out as :attr:`Params.flat`: ``m`` is
+    momentum's velocity or Adam's first moment, ``v`` Adam's second moment."""
+
+    m: np.ndarray
+    v: np.ndarray
+
+
+class Activations(NamedTuple):
+    """What a batch of up to ``B`` samples leaves in each layer.
+
+    ``x (B, D)`` the batch as stored (uint8 pixels, say: the first layer
+    scales them as it reads them), ``y (B,)`` its labels. For hidden layer
+    ``i`` of width ``H_i``, ``pre`` holds its output before the ReLU and
+    ``act`` after it (no kernel writes over its own input: such a loop does
+    not vectorise), each a flat buffer of ``B * sum(H)`` that :func:`hidden`
+    cuts per layer. ``dpre`` and ``dact`` are the gradients with respect to
+    one hidden layer's ``pre`` and ``act``, ``B * max(H)`` each, reused layer
+    by layer on the way back. ``probs (B, K)`` and ``losses (B,)`` are the
+    output layer's softmax and cross-entropy.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    pre: np.ndarray
+    act: np.ndarray
+    dpre: np.ndarray
+    dact: np.ndarray
+    probs: np.ndarray
+    losses: np.ndarray
+
+
+class Scratch(NamedTuple):
+    """The kernels' scratch, shared by the layers (they run one at a time):
+    ``inputs (S, max D)`` int32 for :func:`~fastnet.kernels.sparse_linear_forward`,
+    ``samples (S, B)`` int32 for :func:`~fastnet.kernels.sparse_linear_backward_params`,
+    ``classifier (S + 1, K, D_last + 1)`` for the output layer's kernels."""
+
+    inputs: np.ndarray
+    samples: np.ndarray
+    classifier: np.ndarray
+
+
+class Data(NamedTuple):
+    """The training set as stored, ``images (N, D)`` and ``labels (N,)``, and
+    the epoch's sample ``order (N,)``. A stored value times ``gather_scale``
+    (as the batch is gathered) times ``scale`` (as the first layer reads it)
+    is an input: 1 and 1/255 for uint8 pixels (see :func:`input_dtype`)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    order: np.ndarray
+    gather_scale: float
+    scale: float
+
+
+class Settings(NamedTuple):
+    """The update rule (:data:`SGD`, :data:`MOMENTUM`, :data:`NESTEROV` or
+    :data:`ADAM`) and its hyperparameters. Weight decay spares the biases."""
+
+    optimizer: int
+    lr: float
+    momentum: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    eps: float
+
+
+# --- views into the bundles --------------------------------------------------------------
+
+
+def n_weights(sizes):
+    """How many weights a network of widths ``sizes`` has (the biases follow them in a flat buffer)."""
+    total = 0
+    for i in range(len(sizes) - 1):
+        total += sizes[i] * sizes[i + 1]
+    return total
+
+
+def layer(flat, sizes, i):
+    """Layer ``i``'s weight ``(D_i, H_i)`` and bias ``(H_i,)``: views into ``flat``, laid out as :class:`Params`."""
+    weight_at = 0
+    for j in range(i):
+        weight_at += sizes[j] * sizes[j + 1]
+    bias_at = n_weights(sizes)
+    for j in range(i):
+        bias_at += sizes[j + 1]
+    D, H = sizes[i], sizes[i + 1]
+    return flat[weight_at:weight_at + D * H].reshape((D, H)), flat[bias_at:bias_at + H]
+
+
+def hidden(buffer, sizes, i, n, B):
+    """Hidden layer ``i``'s first ``n`` rows ``(n, H_i)`` of ``pre`` or ``act`` (:class:`Activations`)."""
+    at = 0
+    for j in range(i):
+        at += sizes[j + 1]
+    H = sizes[i + 1]
+    return buffer[B * at:B * at + n * H].reshape((n, H))
+
+
+def input_dtype(sizes, stored, dtype):
+    """The dtype of :attr:`Activations.x` for data stored as ``stored`` and
+    parameters of ``dtype``. The first hidden layer's kernels read the data
+    as stored (uint8 pixels: a quarter of the memory traffic of float32) and
+    scale it as they go. A network with no hidden layer gets its batch in
+    ``dtype`` instead, so that no run compiles the output layer's kernels
+    for integer inputs (see :func:`output_on_input_forward`)."""
+    return np.dtype(stored) if len(sizes) > 2 else np.dtype(dtype)
+
+
+def output_on_input_forward(probs, losses, scratch, x, weight, bias, y, scale):
+    """:func:`~fastnet.kernels.classifier_forward` on the input batch, for a
+    network with no hidden layer. The numba engine compiles it to nothing
+    for an integer ``x``, which :func:`input_dtype` never gives such a network."""
+    classifier_forward(probs, losses, scratch, x, weight, bias, y, scale)
+
+
+def output_on_input_backward(dinp, dweight, dbias, scratch, probs, x, weight, y, scale):
+    """:func:`~fastnet.kernels.classifier_backward` on the input batch; as :func:`output_on_input_forward`."""
+    classifier_backward(dinp, dweight, dbias, scratch, probs, x, weight, y, scale)
+
+
+def rows(buffer, n, width):
+    """The first ``n`` rows ``(n, width)`` of a flat buffer (``dpre``, ``dact``)."""
+    return buffer[:n * width].reshape((n, width))
+
+
+# --- the passes -----------------------------------------------------------------------------
+
+
 def count_correct(probs, labels):
     """How many rows of ``probs`` have their largest value at ``labels``."""
     # probs (B, K), labels (B,)
@@ -58,203 +207,251 @@ def _count_correct_numpy(probs, labels):
     return int(np.count_nonzero(probs.argmax(axis=1) == labels))
 
 
-#: What a variant of :func:`forward` and :func:`train_batches` is compiled
-#: for, as constants: Numba drops the branches they rule out before typing,
-#: so a run compiles only the layers and the update rule it uses (cold
-#: compile time is mostly Numba's per-parallel-loop cost). ``DEPTH`` is the
-#: number of layers, 3 meaning "3 or more"; ``OPTIMIZER`` an index into
-#: :data:`OPTIMIZERS`. The values here are placeholders: see :func:`get`.
-DEPTH = 2
-OPTIMIZER = 2
+def forward(params, acts, scratch, n, scale):
+    """Run the batch in the first ``n`` rows of ``acts.x`` (its values times
+    ``scale``) through every layer: ``acts.probs`` receives the softmax of
+    the last layer and ``acts.losses`` each row's cross-entropy at ``acts.y``.
+    Every hidden layer's ``pre`` and ``act`` are kept for :func:`backward`."""
+    sizes = params.sizes
+    L = len(sizes) - 1
+    B = acts.x.shape[0]
+    x, y = acts.x[:n], acts.y[:n]
+    probs, losses = acts.probs[:n], acts.losses[:n]
+    weight, bias = layer(params.flat, sizes, 0)
+    if L == 1:  # no hidden layer: softmax regression on the input
+        output_on_input_forward(probs, losses, scratch.classifier, x, weight, bias, y, scale)
+        return
+    pre, act = hidden(acts.pre, sizes, 0, n, B), hidden(acts.act, sizes, 0, n, B)
+    sparse_linear_forward(pre, scratch.inputs, x, weight, bias, scale)
+    relu_forward(act, pre)
+    for i in range(1, L - 1):
+        inp = act
+        weight, bias = layer(params.flat, sizes, i)
+        pre, act = hidden(acts.pre, sizes, i, n, B), hidden(acts.act, sizes, i, n, B)
+        sparse_linear_forward(pre, scratch.inputs, inp, weight, bias, 1.0)
+        relu_forward(act, pre)
+    weight, bias = layer(params.flat, sizes, L - 1)
+    classifier_forward(probs, losses, scratch.classifier, act, weight, bias, y, 1.0)
 
 
-def forward(probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale):
-    """Run a batch ``x`` (its values times ``scale``: raw uint8 pixels and
-    1/255, say) through every layer: ``probs`` receives the softmax of the
-    last layer and ``losses`` each row's cross-entropy at ``y``.
+def backward(grads, params, acts, scratch, n, scale):
+    """Overwrite ``grads`` with the gradient of the batch's mean loss, from
+    what :func:`forward` left in ``acts`` for the same ``n`` rows."""
+    sizes = params.sizes
+    L = len(sizes) - 1
+    B = acts.x.shape[0]
+    x, y, probs = acts.x[:n], acts.y[:n], acts.probs[:n]
+    weight, _ = layer(params.flat, sizes, L - 1)
+    dweight, dbias = layer(grads.flat, sizes, L - 1)
+    if L == 1:  # the input needs no gradient
+        output_on_input_backward(rows(acts.dact, 0, sizes[0]), dweight, dbias, scratch.classifier, probs, x,
+                                 weight, y, scale)
+        return
+    act = hidden(acts.act, sizes, L - 2, n, B)
+    classifier_backward(rows(acts.dact, n, sizes[L - 1]), dweight, dbias, scratch.classifier, probs, act,
+                        weight, y, 1.0)
+    for i in range(L - 2, -1, -1):
+        # acts.dact holds the gradient with respect to hidden layer i's output
+        H = sizes[i + 1]
+        dpre = rows(acts.dpre, n, H)
+        relu_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B))
+        dweight, dbias = layer(grads.flat, sizes, i)
+        if i == 0:
+            sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre, x, scale)
+        else:
+            sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre,
+                                          hidden(acts.act, sizes, i - 1, n, B), 1.0)
+            weight, _ = layer(params.flat, sizes, i)
+            linear_backward_input(rows(acts.dact, n, sizes[i]), dpre, weight)
 
-    ``pre[i]`` receives hidden layer ``i``'s output before its ReLU and
-    ``acts[i]`` after it (no kernel writes over its own input: such a loop
-    does not vectorise, and an in-place ReLU ran 10-30 times slower).
-    ``rows[i]`` is layer ``i``'s scratch for
-    :func:`~fastnet.kernels.sparse_linear_forward`, ``scratch`` the output
-    layer's for :func:`~fastnet.kernels.classifier_forward`.
-    """
-    # x (B, D), y (B,), weights[i] (D_i, H_i), biases[i] (H_i,), acts[i]/pre[i] (B, H_i) for hidden i
-    # probs (B, K), losses (B,), rows[i] (S, D_i), scratch (S + 1, K, D_last + 1)
-    n = len(weights)
-    if DEPTH == 1:
-        classifier_forward(probs, losses, scratch, x, weights[0], biases[0], y, scale)
-    else:
-        sparse_linear_forward(pre[0], rows[0], x, weights[0], biases[0], scale)
-        relu_forward(acts[0], pre[0])
-        if DEPTH > 2:
-            for i in range(1, n - 1):
-                sparse_linear_forward(pre[i], rows[i], acts[i - 1], weights[i], biases[i], 1.0)
-                relu_forward(acts[i], pre[i])
-        classifier_forward(probs, losses, scratch, acts[n - 2], weights[n - 1], biases[n - 1], y, 1.0)
+
+def update(params, grads, moments, settings, step):
+    """Apply the update rule of ``settings`` to every parameter: the weights with
+    weight decay, then the biases without. ``step`` counts updates from 1."""
+    nw = n_weights(params.sizes)
+    P = params.flat.shape[0]
+    for part in range(2):
+        lo, hi, wd = (0, nw, settings.weight_decay) if part == 0 else (nw, P, 0.0)
+        p, g = params.flat[lo:hi], grads.flat[lo:hi]
+        m, v = moments.m[lo:hi], moments.v[lo:hi]
+        if settings.optimizer == SGD:
+            sgd_update(p, g, settings.lr, wd)
+        elif settings.optimizer == ADAM:
+            adam_update(p, m, v, g, settings.lr, settings.beta1, settings.beta2, settings.eps, wd, step)
+        else:
+            momentum_update(p, m, g, settings.lr, settings.momentum, wd, settings.optimizer == NESTEROV)
 
 
-def train_batches(x, y, acts, pre, dacts, rows, cols, scratch, probs, losses, weights, biases, dweights,
-                  dbiases, params, grads, state1, state2, images, labels, order, start, count, scale,
-                  lr, momentum, weight_decay, beta1, beta2, eps, step):
-    """Take ``count`` mini-batch steps, batch ``i`` being samples
-    ``order[start + i*B : start + (i+1)*B]``, with ``B = x.shape[0]``. The
-    batch is copied into ``x`` as it is stored (uint8 pixels, say); the first
-    layer multiplies it by ``scale`` as it reads it.
-
-    ``params``, ``grads``, ``state1`` and ``state2`` are pairs of flat views
-    (all weights, all biases) of the buffers that ``weights``, ``biases``,
-    ``dweights`` and ``dbiases`` view layer by layer; ``state1``/``state2``
-    hold the optimizer's velocity or Adam moments. Weight decay applies to
-    the weights only. ``step`` is the number of updates taken before this
-    call (Adam's bias correction).
+def train_batches(params, grads, moments, acts, scratch, data, settings, start, count, n, step):
+    """Take ``count`` mini-batch steps of ``n`` samples each, batch ``i`` being
+    samples ``data.order[start + i*n : start + (i+1)*n]``. ``step`` is the
+    number of updates taken before this call (Adam's bias correction).
 
     Returns ``(loss_sum, correct, bad)``: the summed per-sample loss and the
-    count of correct predictions over these batches, before each update, and
-    the index ``i`` of the first batch whose loss was not finite (-1 if
-    none); the run stops at that batch, before its update. ``acts``,
-    ``pre``, ``rows`` and ``scratch`` are as in :func:`forward`; ``dacts[i]``
-    receives the gradient with respect to hidden layer ``i``'s output before
-    its ReLU, and ``cols[i]`` is layer ``i``'s scratch for
-    :func:`~fastnet.kernels.sparse_linear_backward_params`.
+    count of correct predictions over these batches, each taken before the
+    batch's update, and the index ``i`` of the first batch whose loss was
+    not finite (-1 if none); the run stops at that batch, before its update.
     """
-    # x (B, D), y (B,), acts[i]/pre[i]/dacts[i] (B, H_i) for hidden i, probs (B, K), losses (B,)
-    # images (N, D), labels (N,), order (N,); params[0] (P_weights,), params[1] (P_biases,)
-    B = x.shape[0]
-    n = len(weights)
     loss_sum = 0.0
     correct = 0
     for i in range(count):
-        gather_batch(x, y, images, labels, order, start + i * B, 1.0)
-        forward(probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale)
-        batch_loss = float(losses.sum())
+        gather_batch(acts.x[:n], acts.y[:n], data.images, data.labels, data.order, start + i * n, data.gather_scale)
+        forward(params, acts, scratch, n, data.scale)
+        batch_loss = float(acts.losses[:n].sum())
         if not math.isfinite(batch_loss):
             return loss_sum, correct, i
         loss_sum += batch_loss
-        correct += count_correct(probs, y)
-
-        if DEPTH == 1:
-            no_input_gradient = probs[:0, :0]
-            classifier_backward(no_input_gradient, dweights[0], dbiases[0], scratch, probs, x, weights[0], y, scale)
-        else:
-            # the gradient with respect to acts[j] goes over pre[j], no longer needed
-            classifier_backward(pre[n - 2], dweights[n - 1], dbiases[n - 1], scratch, probs, acts[n - 2],
-                                weights[n - 1], y, 1.0)
-            relu_backward(dacts[n - 2], pre[n - 2], acts[n - 2])
-            if DEPTH > 2:
-                for j in range(n - 2, 0, -1):
-                    sparse_linear_backward_params(dweights[j], dbiases[j], cols[j], dacts[j], acts[j - 1], 1.0)
-                    linear_backward_input(pre[j - 1], dacts[j], weights[j])
-                    relu_backward(dacts[j - 1], pre[j - 1], acts[j - 1])
-            sparse_linear_backward_params(dweights[0], dbiases[0], cols[0], dacts[0], x, scale)
-
+        correct += count_correct(acts.probs[:n], acts.y[:n])
+        backward(grads, params, acts, scratch, n, data.scale)
         step += 1
-        for g in range(2):
-            wd = weight_decay if g == 0 else 0.0
-            if OPTIMIZER == 0:
-                sgd_update(params[g], grads[g], lr, wd)
-            elif OPTIMIZER == 3:
-                adam_update(params[g], state1[g], state2[g], grads[g], lr, beta1, beta2, eps, wd, step)
-            else:
-                momentum_update(params[g], state1[g], grads[g], lr, momentum, wd, OPTIMIZER == 2)
+        update(params, grads, moments, settings, step)
     return loss_sum, correct, -1
 
 
-def _rebind(fn, namespace, name=None):
-    """A copy of the Python function ``fn`` whose global names resolve in
-    ``namespace`` first, called ``name`` (Numba's cache files are named after
-    it, so each variant keeps its own)."""
-    scope = dict(fn.__globals__)
-    scope.update(namespace)
-    copy = types.FunctionType(fn.__code__, scope, name or fn.__name__, fn.__defaults__, fn.__closure__)
-    copy.__qualname__ = copy.__name__
-    return copy
+# --- buffers --------------------------------------------------------------------------------
 
 
-def _depth(weights):
-    return min(len(weights), 3)
+def allocate(sizes, batch_size, dtype, input_dtype):
+    """The :class:`Activations` and :class:`Scratch` of a network of widths
+    ``sizes`` for batches of up to ``batch_size`` samples: allocated once,
+    reused by every batch."""
+    sizes = [int(s) for s in sizes]
+    B = int(batch_size)
+    widths = sizes[1:-1]
+    widest = max(widths, default=0)
+    acts = Activations(
+        x=np.zeros((B, sizes[0]), input_dtype),
+        y=np.zeros(B, np.int32),
+        pre=np.zeros(B * sum(widths), dtype),
+        act=np.zeros(B * sum(widths), dtype),
+        dpre=np.zeros(B * widest, dtype),
+        dact=np.zeros(B * widest, dtype),
+        probs=np.zeros((B, sizes[-1]), dtype),
+        losses=np.zeros(B, dtype),
+    )
+    scratch = Scratch(
+        inputs=np.zeros((SCRATCH_PARTS, max(sizes[:-1])), np.int32),
+        samples=np.zeros((SCRATCH_PARTS, B), np.int32),
+        classifier=np.zeros((SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1), dtype),
+    )
+    return acts, scratch
 
 
-#: Where ``weights`` stands among :func:`train_batches`'s arguments.
-_WEIGHTS_ARG = train_batches.__code__.co_varnames.index("weights")
+def params_of(model):
+    """The :class:`Params` bundle of an :class:`~fastnet.model.MLP` (views, not copies)."""
+    return Params(model.params, np.asarray(model.sizes, np.int64))
 
 
-class _Engine:
-    """One engine: ``forward`` and ``train_batches`` pick (and build, once)
-    the variant for the number of layers and the update rule; ``gather_batch``
-    and ``count_correct`` are the engine's own."""
+def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=1 / 255):
+    """Class probabilities ``(N, K)`` of ``model`` for ``images``: ``(N, D)`` or
+    ``(N, 28, 28)``, uint8 pixels (multiplied by ``scale``) or floats (with ``scale=1``)."""
+    images = np.asarray(images)
+    if images.ndim >= 2:
+        images = images.reshape(images.shape[0], math.prod(images.shape[1:]))
+    D = model.sizes[0]
+    if images.ndim != 2 or images.shape[1] != D:
+        raise ValueError(f"images: expected (N, {D}) or (N, ...) with {D} values per sample, "
+                         f"got shape {np.shape(images)}")
+    images = np.ascontiguousarray(images)
+    ops = get(engine)
+    N = images.shape[0]
+    out = np.empty((N, model.sizes[-1]), model.dtype)
+    B = min(batch_size, max(N, 1))
+    acts, scratch = allocate(model.sizes, B, model.dtype, input_dtype(model.sizes, images.dtype, model.dtype))
+    params = params_of(model)
+    order = np.arange(N, dtype=np.int64)
+    no_labels = np.zeros(N, np.uint8)  # gather_batch fills y too; prediction ignores it
+    for start in range(0, N, B):
+        n = min(B, N - start)
+        gather_scale, scale = (1.0, scale) if acts.x.dtype == images.dtype else (scale, 1.0)
+        ops.gather_batch(acts.x[:n], acts.y[:n], images, no_labels, order, start, gather_scale)
+        ops.forward(params, acts, scratch, n, scale)
+        out[start:start + n] = acts.probs[:n]
+    return out
 
-    def __init__(self, name, kernels, compile, prepare):
+
+# --- the engines ----------------------------------------------------------------------------
+
+#: The functions above that an engine runs, compiled or as Python, in the order they call each other.
+_PASSES = (n_weights, layer, hidden, rows, count_correct, output_on_input_forward, output_on_input_backward,
+           forward, backward, update, train_batches)
+_ENTRIES = (forward, train_batches)
+
+
+class Engine:
+    """One engine: its ``forward``, ``backward``, ``update``, ``train_batches``,
+    ``gather_batch`` and ``count_correct``, each calling the engine's kernels."""
+
+    def __init__(self, name, kernels, compile):
         self.name = name
-        self._kernels = kernels
         self._compile = compile
-        self._prepare = prepare
-        self._variants = {}
-        self.gather_batch = kernels["gather_batch"]
-        self.count_correct = kernels["count_correct"]
-
-    def variant(self, fn, depth, optimizer=OPTIMIZER):
-        """:func:`forward` or :func:`train_batches` for ``depth`` layers (3: 3 or more)
-        and update rule ``optimizer`` (an index into :data:`OPTIMIZERS`)."""
-        key = (fn.__name__, depth, optimizer)
-        if key not in self._variants:
-            names = dict(self._kernels, DEPTH=depth, OPTIMIZER=optimizer)
-            if fn is train_batches:
-                names["forward"] = self.variant(forward, depth)
-                name = f"train_batches_{depth}_{OPTIMIZERS[optimizer]}"
+        # One namespace that all of the engine's functions read their globals from:
+        # each call by name finds the engine's own kernel, helper or pass.
+        scope = dict(globals())
+        scope.update(kernels)
+        for fn in _PASSES:
+            copy = type(fn)(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+            copy.__qualname__ = fn.__qualname__
+            if name == "numba" and fn in (output_on_input_forward, output_on_input_backward):
+                scope[fn.__name__] = _floats_only(copy)
             else:
-                name = f"forward_{depth}"
-            self._variants[key] = self._compile(_rebind(fn, names, name))
-        return self._variants[key]
-
-    def entry(self, fn, weights, optimizer=OPTIMIZER):
-        """What :meth:`forward` (``fn`` = :func:`forward`) or :meth:`train_batches`
-        (:func:`train_batches`) would call for ``weights`` and ``optimizer``."""
-        return self.variant(fn, _depth(weights), optimizer if fn is train_batches else OPTIMIZER)
+                scope[fn.__name__] = compile(copy, inline=fn not in _ENTRIES)
+        if name == "numpy":
+            scope["count_correct"] = _count_correct_numpy
+        for fn in ("forward", "backward", "update", "train_batches", "gather_batch", "count_correct"):
+            setattr(self, fn, scope[fn])
 
     def prepare(self, fn, *args):
-        """Compile ``fn`` (one of this engine's functions) for the types of ``args``
-        without calling it; nothing on an engine that compiles nothing."""
-        self._prepare(fn, args)
-
-    def forward(self, probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale):
-        return self.variant(forward, _depth(weights))(
-            probs, losses, acts, pre, rows, scratch, x, y, weights, biases, scale)
-
-    def train_batches(self, *args, optimizer):
-        """:func:`train_batches` with update rule ``optimizer`` (an index into :data:`OPTIMIZERS`)."""
-        weights = args[_WEIGHTS_ARG]
-        return self.variant(train_batches, _depth(weights), optimizer)(*args)
+        """Compile (or load from Numba's cache) ``fn``, one of this engine's
+        functions, for the types of ``args``, without calling it: nothing on
+        an engine that compiles nothing."""
+        if isinstance(fn, numba.core.dispatcher.Dispatcher):
+            fn.compile(tuple(numba.typeof(a) for a in args))
 
 
-def _numpy_engine():
-    names = {name: getattr(reference, name) for name in reference.__dict__ if not name.startswith("_")}
-    names["count_correct"] = _count_correct_numpy
-    return _Engine("numpy", names, lambda fn: fn, lambda fn, args: None)
+def _floats_only(fn):
+    """``fn`` (one of the ``output_on_input`` passes) for Numba, compiled to a
+    no-op when its batch ``x`` holds integers: see :func:`input_dtype`."""
+    from numba import types
+    from numba.extending import overload
 
+    # Numba matches an overload's parameters by name, so each stub spells them out.
+    if fn.__name__ == "output_on_input_forward":
+        def stub(probs, losses, scratch, x, weight, bias, y, scale):
+            raise NotImplementedError("only callable from compiled code")
 
-def _numba_engine():
-    from . import kernels
+        def skip(probs, losses, scratch, x, weight, bias, y, scale):
+            return None
 
-    names = {name: getattr(kernels, name) for name in kernels.__all__}
-    names["count_correct"] = count_correct
-    return _Engine("numba", names, jit, _compile_for)
+        def choose(probs, losses, scratch, x, weight, bias, y, scale):
+            return skip if isinstance(x.dtype, types.Integer) else fn
+    else:
+        def stub(dinp, dweight, dbias, scratch, probs, x, weight, y, scale):
+            raise NotImplementedError("only callable from compiled code")
 
+        def skip(dinp, dweight, dbias, scratch, probs, x, weight, y, scale):
+            return None
 
-def _compile_for(dispatcher, args):
-    """Compile (or load from the cache) ``dispatcher`` for the types a call with ``args`` would get."""
-    dispatcher.compile(tuple(numba.typeof(a) for a in args))
+        def choose(dinp, dweight, dbias, scratch, probs, x, weight, y, scale):
+            return skip if isinstance(x.dtype, types.Integer) else fn
+
+    overload(stub, jit_options={"cache": True})(choose)
+    return stub
 
 
 _ENGINES = {}
 
 
 def get(name):
-    """The engine called ``name`` ("numba" or "numpy"), with ``forward``,
-    ``train_batches``, ``gather_batch`` and ``count_correct``."""
+    """The :class:`Engine` called ``name`` ("numba" or "numpy")."""
     if name not in ENGINES:
         raise ValueError(f"engine: expected one of {ENGINES}, got {name!r}")
     if name not in _ENGINES:
-        _ENGINES[name] = _numba_engine() if name == "numba" else _numpy_engine()
+        if name == "numba":
+            from . import kernels
+
+            _ENGINES[name] = Engine(name, {k: getattr(kernels, k) for k in kernels.__all__}, jit)
+        else:
+            names = {k: getattr(reference, k) for k in reference.__dict__ if not k.startswith("_")}
+            _ENGINES[name] = Engine(name, names, lambda fn, inline: fn)
     return _ENGINES[name]

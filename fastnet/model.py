@@ -1,4 +1,4 @@
-"""The multilayer perceptron: parameters, workspace, prediction, files.
+"""The multilayer perceptron: its parameters and its file format.
 
 All parameters live in one flat buffer, weights first and biases after, with
 named views into it (``W1, W2, ..., b1, b2, ...``). An update rule then runs
@@ -12,21 +12,16 @@ file with the wrong format, version, shapes or dtype is refused with a
 :class:`ModelFormatError` that says what was expected and what was found.
 """
 import json
-import math
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import engine as _engine
 from ._files import atomic_write
 from .config import DTYPES
 
 FORMAT = "fastnet-mlp"
 FORMAT_VERSION = 1
-#: How many parts the sparse kernels split their work into (their scratch rows).
-SCRATCH_PARTS = 16
 
 
 class ModelFormatError(ValueError):
@@ -87,41 +82,6 @@ class MLP:
 
     def __repr__(self):
         return f"MLP(sizes={self.sizes}, dtype={self.dtype}, params={self.n_params})"
-
-    # --- prediction ------------------------------------------------------------
-
-    def predict_proba(self, images, *, batch_size=2048, engine="numba", scale=1 / 255):
-        """Class probabilities ``(N, K)`` for ``images``: ``(N, D)`` or ``(N, 28, 28)``,
-        uint8 pixels (multiplied by ``scale``) or floats (with ``scale=1``)."""
-        images = self._as_rows(images)
-        ops = _engine.get(engine)
-        n = images.shape[0]
-        out = np.empty((n, self.sizes[-1]), self.dtype)
-        ws = Workspace(self.sizes, min(batch_size, max(n, 1)), self.dtype, input_dtype=images.dtype)
-        order = np.arange(n, dtype=np.int64)
-        no_labels = np.zeros(n, np.uint8)  # gather_batch fills y too; prediction ignores it
-        for start in range(0, n, ws.batch_size):
-            view = ws.rows(min(ws.batch_size, n - start))
-            ops.gather_batch(view.x, view.y, images, no_labels, order, start, 1.0)
-            ops.forward(view.probs, view.losses, view.acts, view.pre, view.row_index, view.scratch, view.x, view.y,
-                        self.weights, self.biases, scale)
-            out[start:start + view.batch_size] = view.probs
-        return out
-
-    def predict(self, images, **kwargs):
-        """The most probable class of each image, as int64 ``(N,)``."""
-        return self.predict_proba(images, **kwargs).argmax(axis=1)
-
-    def _as_rows(self, images):
-        images = np.asarray(images)
-        if images.ndim >= 2:
-            images = images.reshape(images.shape[0], math.prod(images.shape[1:]))
-        if images.ndim != 2 or images.shape[1] != self.sizes[0]:
-            raise ValueError(
-                f"images: expected (N, {self.sizes[0]}) or (N, ...) with {self.sizes[0]} values "
-                f"per sample, got shape {np.shape(images)}"
-            )
-        return np.ascontiguousarray(images)
 
     # --- files -----------------------------------------------------------------
 
@@ -221,69 +181,3 @@ def atomic_savez(path, payload):
     """``np.savez`` to ``path`` atomically (see :func:`fastnet._files.atomic_write`)."""
     with atomic_write(path) as f:
         np.savez(f, **payload)
-
-
-@dataclass
-class _Rows:
-    batch_size: int
-    x: np.ndarray
-    y: np.ndarray
-    acts: tuple
-    pre: tuple
-    dacts: tuple
-    row_index: tuple
-    col_index: tuple
-    scratch: np.ndarray
-    probs: np.ndarray
-    losses: np.ndarray
-
-
-class Workspace:
-    """Every buffer one forward and backward pass needs, allocated once.
-
-    ``x (B, D)`` the batch as stored (``input_dtype``: uint8 pixels, which the
-    first layer scales as it reads them), ``y (B,)`` its labels; for each
-    hidden layer ``i``, ``pre[i] (B, H_i)`` its output before the ReLU (the
-    backward pass reuses it for the gradient with respect to ``acts[i]``),
-    ``acts[i]`` after it, and ``dacts[i]`` the gradient with respect to
-    ``pre[i]`` (each tuple ends with an empty entry for the output layer);
-    ``probs (B, K)`` and ``losses (B,)`` the output layer's softmax and
-    cross-entropy. ``row_index``, ``col_index`` and ``scratch`` are the
-    kernels' scratch. :meth:`rows` gives the same buffers cut to fewer rows,
-    for the last, shorter batch of an epoch.
-    """
-
-    def __init__(self, sizes, batch_size, dtype, input_dtype=np.uint8):
-        self.sizes = _check_sizes(sizes)
-        self.batch_size = int(batch_size)
-        B = self.batch_size
-        self.x = np.zeros((B, sizes[0]), input_dtype)
-        self.y = np.zeros(B, np.int32)
-        # one entry per layer, so that the tuples' type does not depend on the
-        # depth; the output layer's are empty (the classifier kernels need none)
-        widths = sizes[1:-1] + (0,)
-        self.acts = tuple(np.zeros((B, h), dtype) for h in widths)
-        # separate from acts: a kernel whose output is its input does not vectorise
-        self.pre = tuple(np.zeros((B, h), dtype) for h in widths)
-        self.dacts = tuple(np.zeros((B, h), dtype) for h in widths)
-        self.row_index = tuple(np.zeros((SCRATCH_PARTS, d), np.int32) for d in sizes[:-1])
-        self.scratch = np.zeros((SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1), dtype)
-        self.col_index = tuple(np.zeros((SCRATCH_PARTS, B), np.int32) for _ in sizes[:-1])
-        self.probs = np.zeros((B, sizes[-1]), dtype)
-        self.losses = np.zeros(B, dtype)
-
-    def rows(self, n):
-        """The buffers cut to their first ``n`` rows (C-contiguous views)."""
-        return _Rows(
-            n,
-            self.x[:n],
-            self.y[:n],
-            tuple(a[:n] for a in self.acts),
-            tuple(a[:n] for a in self.pre),
-            tuple(a[:n] for a in self.dacts),
-            self.row_index,
-            self.col_index,  # the kernels use only the first n columns
-            self.scratch,
-            self.probs[:n],
-            self.losses[:n],
-        )

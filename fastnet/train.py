@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from . import engine as _engine
 from .config import TrainConfig
-from .model import MLP, ModelFormatError, Workspace, split_params
+from .model import MLP, ModelFormatError
 
 #: Progress is reported about this many times per epoch.
 PROGRESS_STEPS = 50
@@ -67,7 +67,7 @@ class Evaluation:
 def evaluate(model, images, labels, *, engine="numba", batch_size=2048):
     """Accuracy, mean cross-entropy and confusion matrix of ``model`` on ``images``/``labels``."""
     labels = np.asarray(labels)
-    probs = model.predict_proba(images, engine=engine, batch_size=batch_size)
+    probs = _engine.predict_proba(model, images, engine=engine, batch_size=batch_size)
     if labels.shape != (probs.shape[0],):
         raise ValueError(f"labels: expected shape ({probs.shape[0]},), got {labels.shape}")
     K = probs.shape[1]
@@ -152,13 +152,11 @@ class Trainer:
         self.model = model
         self.ops = _engine.get(config.engine)
         self.batch_size = min(config.batch_size or self.n_train, self.n_train)
-        self.workspace = Workspace(model.sizes, self.batch_size, model.dtype)
-        P, nw = model.n_params, model.n_weights
-        self.grads = np.zeros(P, model.dtype)
-        self.dweights, self.dbiases = split_params(self.grads, model.sizes)
-        self.state1 = np.zeros(P, model.dtype)  # momentum's velocity, Adam's first moment
-        self.state2 = np.zeros(P, model.dtype)  # Adam's second moment
-        self._pairs = tuple((a[:nw], a[nw:]) for a in (model.params, self.grads, self.state1, self.state2))
+        self.acts, self.scratch = _engine.allocate(model.sizes, self.batch_size, model.dtype,
+                                                    _engine.input_dtype(model.sizes, self.images.dtype, model.dtype))
+        self.params = _engine.params_of(model)
+        self.grads = _engine.Params(np.zeros(model.n_params, model.dtype), self.params.sizes)
+        self.moments = _engine.Moments(np.zeros(model.n_params, model.dtype), np.zeros(model.n_params, model.dtype))
         # Run state: everything a checkpoint must hold to resume bit for bit.
         self.rng = np.random.default_rng([config.seed, 1])
         self.epoch = 0  # epochs completed
@@ -185,38 +183,34 @@ class Trainer:
         two parallel loops at once); see :mod:`fastnet.prewarm`."""
         t0 = time.perf_counter()
         order = np.arange(self.n_train, dtype=np.int64)
-        ws, one = self.workspace.rows(self.batch_size), self.workspace.rows(1)
-        m = self.model
+        ops = self.ops
         calls = [
-            (self.ops.entry(_engine.train_batches, m.weights, self._optimizer),
-             self._step_args(ws, order, 0, 0, self.config.lr)),
-            (self.ops.gather_batch, (one.x, one.y, self.images, np.zeros(1, np.uint8), order, 0, 1.0)),
-            (self.ops.entry(_engine.forward, m.weights),
-             (one.probs, one.losses, one.acts, one.pre, one.row_index, one.scratch, one.x, one.y,
-              m.weights, m.biases, PIXEL_SCALE)),
+            # no batch: compiles the whole step, runs none
+            (ops.train_batches, self._step_args(order, 0, 0, 1, self.config.lr)),
+            # evaluate() and predict_proba(): one row through the same functions
+            (ops.gather_batch, (self.acts.x[:1], self.acts.y[:1], self.images, np.zeros(1, np.uint8), order, 0,
+                                self._scales[0])),
+            (ops.forward, (self.params, self.acts, self.scratch, 1, self._scales[1])),
         ]
         for fn, args in calls:
             if execute:
                 fn(*args)
             else:
-                self.ops.prepare(fn, *args)
+                ops.prepare(fn, *args)
         return time.perf_counter() - t0
 
     @property
-    def _optimizer(self):
-        return _engine.OPTIMIZERS.index(self.config.optimizer)
+    def _scales(self):
+        """What a stored value is multiplied by as it is gathered, and as the first layer reads it."""
+        return (1.0, PIXEL_SCALE) if self.acts.x.dtype == self.images.dtype else (PIXEL_SCALE, 1.0)
 
-    def _step_args(self, ws, order, start, count, lr):
+    def _step_args(self, order, start, count, n, lr):
         c = self.config
-        params, grads, s1, s2 = self._pairs
-        m = self.model
-        return (ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.scratch, ws.probs, ws.losses,
-                m.weights, m.biases, self.dweights, self.dbiases, params, grads, s1, s2,
-                self.images, self.labels, order, start, count, PIXEL_SCALE,
-                lr, c.momentum, c.weight_decay, c.beta1, c.beta2, c.eps, self.step)
-
-    def _steps(self, ws, order, start, count, lr):
-        return self.ops.train_batches(*self._step_args(ws, order, start, count, lr), optimizer=self._optimizer)
+        settings = _engine.Settings(_engine.OPTIMIZERS.index(c.optimizer), lr, c.momentum, c.weight_decay,
+                                    c.beta1, c.beta2, c.eps)
+        data = _engine.Data(self.images, self.labels, order, *self._scales)
+        return (self.params, self.grads, self.moments, self.acts, self.scratch, data, settings,
+                start, count, n, self.step)
 
     # --- running -----------------------------------------------------------------
 
@@ -254,17 +248,18 @@ class Trainer:
             if should_stop is not None and should_stop():
                 return False
             if self.batch < full:
-                ws, count = self.workspace.rows(self.batch_size), min(chunk, full - self.batch)
+                n, count = self.batch_size, min(chunk, full - self.batch)
             else:
-                ws, count = self.workspace.rows(self.n_train - full * self.batch_size), 1
+                n, count = self.n_train - full * self.batch_size, 1  # the last, shorter batch
             t0 = time.perf_counter()
-            loss_sum, correct, bad = self._steps(ws, self.order, self.batch * self.batch_size, count, lr)
+            args = self._step_args(self.order, self.batch * self.batch_size, count, n, lr)
+            loss_sum, correct, bad = self.ops.train_batches(*args)
             self.running += (loss_sum, correct, time.perf_counter() - t0)
             done = count if bad < 0 else bad
             self.step += done
             self.batch += done
             if bad >= 0:
-                what = "nan" if math.isnan(float(ws.losses.sum())) else "infinite"
+                what = "nan" if math.isnan(float(self.acts.losses[:n].sum())) else "infinite"
                 raise TrainingDiverged(
                     f"the loss became {what} at epoch "
                     f"{self.epoch + 1}, batch {self.batch + 1} of {total} (learning rate {lr:g}); "
@@ -315,7 +310,7 @@ class Trainer:
 
     def save_checkpoint(self, path):
         """Write the model and the whole run state to ``path`` atomically."""
-        arrays = {"state1": self.state1, "state2": self.state2}
+        arrays = {"state1": self.moments.m, "state2": self.moments.v}
         if self.order is not None:
             arrays["order"] = self.order
         if self.best["params"] is not None:
@@ -349,10 +344,10 @@ class Trainer:
                 f"{path}: saved for {meta['n_train']} training samples, given {trainer.n_train} "
                 "(same data set, --limit and --val-split?)"
             )
-        for name in ("state1", "state2"):
+        for name, moment in zip(("state1", "state2"), trainer.moments):
             if arrays[name].shape != (model.n_params,):
                 raise ModelFormatError(f"{path}: {name} has shape {arrays[name].shape}, expected ({model.n_params},)")
-            getattr(trainer, name)[:] = arrays[name]
+            moment[:] = arrays[name]
         if "order" in arrays:
             if arrays["order"].shape != (trainer.n_train,):
                 raise ModelFormatError(
