@@ -1,13 +1,22 @@
-"""The one place where fastnet sets its Numba compilation options.
+"""The one place where fastnet sets its Numba compilation options, and where
+every workaround for Numba's behaviour lives (each says the Numba version it
+was checked on).
 
 ``FASTMATH`` is an explicit flag set, not ``fastmath=True``: it lets LLVM
 reassociate sums (so reductions vectorise) and contract multiply-adds into
 FMAs, but keeps the "no NaN" and "no inf" assumptions off, so a NaN guard
 downstream still sees a NaN the kernels produced.
 
-``cache=True`` writes compiled machine code next to the sources (or under
-``NUMBA_CACHE_DIR``), so a second process starts without recompiling.
+Compiled machine code is cached (Numba's ``cache=True``), under
+``NUMBA_CACHE_DIR`` if it is set, else beside the sources, else in the
+user's cache folder, so a second process starts without recompiling. The
+cache never breaks a run: a corrupt or unreadable entry is deleted and
+compiled again, with a one-line warning, and where no folder is writable
+fastnet runs uncached after a one-line notice (:class:`_Cache`).
 """
+import os
+import sys
+
 from numba import njit
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -15,8 +24,8 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 #: ``log(sum) - (logit - max)`` must not be regrouped as ``(log(sum) + max) - logit``.
 FASTMATH_ORDERED = FASTMATH - {"reassoc"}
 
-#: Options of every serial kernel.
-SERIAL = dict(cache=True, nogil=True, fastmath=FASTMATH, error_model="numpy", boundscheck=False)
+#: Options of every serial kernel (``cache=True`` is :func:`jit`'s, through :class:`_Cache`).
+SERIAL = dict(nogil=True, fastmath=FASTMATH, error_model="numpy", boundscheck=False)
 #: Options of every kernel that splits its work with ``prange``.
 PARALLEL = dict(SERIAL, parallel=True)
 
@@ -31,8 +40,8 @@ def jit(fn=None, *, parallel=False, reassoc=True, inline=False):
     if inline:
         options["inline"] = "always"
     if fn is None:
-        return lambda f: njit(**options)(f)
-    return njit(**options)(fn)
+        return lambda f: _cached(njit(**options)(f))
+    return _cached(njit(**options)(fn))
 
 
 # --- cache freshness -----------------------------------------------------------
@@ -90,3 +99,74 @@ def _install_cache_locators():
 
 
 _install_cache_locators()
+
+
+# --- a cache that never breaks a run (checked on Numba 0.68) --------------------------
+#
+# Numba's own cache raises from deep inside a compile when an index or data file
+# is corrupt (UnpicklingError, EOFError, ...), which then breaks every later run
+# until someone deletes the file; and ``cache=True`` raises at import ("no locator
+# available") when no cache folder is writable. fastnet installs its own subclass
+# of Numba's FunctionCache on each of its dispatchers instead.
+
+_told = set()
+
+
+def _say_once(key, message):
+    if key not in _told:
+        _told.add(key)
+        print(f"fastnet: {message}", file=sys.stderr, flush=True)
+
+
+def _cache_class():
+    from numba.core.caching import FunctionCache
+
+    class Cache(FunctionCache):
+        """Numba's per-function cache, with failures turned into recompiles."""
+
+        def load_overload(self, sig, target_context):
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception as exc:  # noqa: BLE001 -- whatever the file held, compiling again is right
+                path = self._cache_file._index_path
+                _say_once(("corrupt", path), f"discarded a broken entry of Numba's cache, {path} "
+                                             f"({type(exc).__name__}); compiling it again")
+                self._discard()
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception as exc:  # noqa: BLE001 -- an unsaved entry costs a compile next time, no more
+                self._discard()
+                try:
+                    super().save_overload(sig, data)
+                except Exception:  # noqa: BLE001
+                    _say_once(("unsaved", self._cache_path),
+                              f"cannot write Numba's cache in {self._cache_path} "
+                              f"({type(exc).__name__}: {exc}); this run's kernels will compile again next time")
+
+        def _discard(self):
+            try:
+                os.unlink(self._cache_file._index_path)
+            except OSError:
+                pass
+
+    return Cache
+
+
+def _cached(dispatcher):
+    """Give ``dispatcher`` fastnet's cache, or none (after a notice) where no folder is writable."""
+    global _Cache
+    if _Cache is None:
+        _Cache = _cache_class()
+    try:
+        dispatcher._cache = _Cache(dispatcher.py_func)
+    except RuntimeError as exc:  # Numba: "cannot cache function ...: no locator available"
+        _say_once("uncached", "no writable folder for Numba's cache (the package's __pycache__ and the "
+                              "user cache folder are read-only); running uncached, so every run compiles. "
+                              f"Set NUMBA_CACHE_DIR to a folder only you can write. ({exc})")
+    return dispatcher
+
+
+_Cache = None

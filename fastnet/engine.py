@@ -360,7 +360,7 @@ def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=1 / 2
     acts, scratch = allocate(model.sizes, B, model.dtype, input_dtype(model.sizes, images.dtype, model.dtype))
     params = params_of(model)
     order = np.arange(N, dtype=np.int64)
-    no_labels = np.zeros(N, np.uint8)  # gather_batch fills y too; prediction ignores it
+    no_labels = np.zeros(N, np.int32)  # gather_batch fills y too; prediction ignores it
     for start in range(0, N, B):
         n = min(B, N - start)
         gather_scale, scale = (1.0, scale) if acts.x.dtype == images.dtype else (scale, 1.0)

@@ -109,8 +109,12 @@ def _as_rows(images, labels, what):
         raise ValueError(
             f"{what} labels: expected integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
         )
+    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
+        raise ValueError(f"{what} labels: expected class numbers from 0, got values from {labels.min()} "
+                         f"to {labels.max()}")
     rows = images.reshape(images.shape[0], math.prod(images.shape[1:]))
-    return np.ascontiguousarray(rows), np.ascontiguousarray(labels)
+    # one label dtype, so that the compiled loop's types do not depend on the data's
+    return np.ascontiguousarray(rows), np.ascontiguousarray(labels, dtype=np.int32)
 
 
 def split_validation(images, labels, val_split, seed):
@@ -182,22 +186,26 @@ class Trainer:
         thread runs kernels (Numba's ``workqueue`` threading layer aborts on
         two parallel loops at once); see :mod:`fastnet.prewarm`."""
         t0 = time.perf_counter()
-        order = np.arange(self.n_train, dtype=np.int64)
-        ops = self.ops
-        calls = [
-            # no batch: compiles the whole step, runs none
-            (ops.train_batches, self._step_args(order, 0, 0, 1, self.config.lr)),
-            # evaluate() and predict_proba(): one row through the same functions
-            (ops.gather_batch, (self.acts.x[:1], self.acts.y[:1], self.images, np.zeros(1, np.uint8), order, 0,
-                                self._scales[0])),
-            (ops.forward, (self.params, self.acts, self.scratch, 1, self._scales[1])),
-        ]
-        for fn, args in calls:
+        for fn, args in self.warmup_calls():
             if execute:
                 fn(*args)
             else:
-                ops.prepare(fn, *args)
+                self.ops.prepare(fn, *args)
         return time.perf_counter() - t0
+
+    def warmup_calls(self):
+        """``[(function, arguments), ...]``: calls that change no state and need
+        every compiled function of the run: the training step (with no batch to
+        take), then the prediction pass that evaluation runs (one row)."""
+        order = np.arange(self.n_train, dtype=np.int64)
+        ops = self.ops
+        gather_scale, scale = self._scales
+        return [
+            (ops.train_batches, self._step_args(order, 0, 0, 1, self.config.lr)),
+            (ops.gather_batch, (self.acts.x[:1], self.acts.y[:1], self.images, np.zeros(1, np.int32), order, 0,
+                                gather_scale)),
+            (ops.forward, (self.params, self.acts, self.scratch, 1, scale)),
+        ]
 
     @property
     def _scales(self):
