@@ -170,3 +170,22 @@ def _cached(dispatcher):
 
 
 _Cache = None
+
+
+# --- the threading layer, started on import (checked on Numba 0.68) ---------------------
+#
+# Starting it (4 ms) makes known the symbols that compiled parallel loops call.
+# Numba's cache can hold a caller of fastnet's parallel kernels (the engine's
+# training loop, or a user's cached function) without the hook that starts the
+# layer: the hook is dropped when the kernels themselves came from the cache as
+# the caller compiled. Loaded before any parallel loop had run, such a caller
+# crashed the process ("LLVM ERROR: Symbol not found: allocate_sched", or a
+# segmentation fault). tests/test_cache.py holds the recipe.
+
+def _start_threading_layer():
+    import numba
+
+    numba.get_num_threads()
+
+
+_start_threading_layer()

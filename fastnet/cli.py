@@ -10,7 +10,6 @@ Results go to stdout (a line per epoch, the test accuracy, the confusion
 matrix), the progress bar to stderr, and only when stderr is a terminal.
 """
 import argparse
-import json
 import math
 import os
 import signal
@@ -332,18 +331,11 @@ def _finite_or_none(value):
     return value
 
 
-def _write_json(path, document):
-    """Write ``document`` as JSON to ``path`` via a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_finite_or_none(document), indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _write_metrics(path, document):
+    from ._files import atomic_write_json
+
     try:
-        _write_json(path, document)
+        atomic_write_json(path, _finite_or_none(document))
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}; pass --metrics-json a writable path") from None
 

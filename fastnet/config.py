@@ -2,7 +2,9 @@
 import math
 from dataclasses import asdict, dataclass, fields
 
-DATASETS = ("mnist", "fashion-mnist", "kmnist")
+from .data.tables import DATASETS as _DATASET_TABLE
+
+DATASETS = tuple(_DATASET_TABLE)  #: the data sets ``load_dataset`` knows (its table holds their files and classes)
 DTYPES = ("float32", "float64")
 ENGINES = ("numba", "numpy")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")

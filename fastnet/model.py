@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._files import atomic_write
+from ._files import atomic_savez
 from .config import DTYPES
 
 FORMAT = "fastnet-mlp"
@@ -175,9 +175,3 @@ def split_params(flat, sizes):
         biases.append(flat[offset:offset + h])
         offset += h
     return tuple(weights), tuple(biases)
-
-
-def atomic_savez(path, payload):
-    """``np.savez`` to ``path`` atomically (see :func:`fastnet._files.atomic_write`)."""
-    with atomic_write(path) as f:
-        np.savez(f, **payload)

@@ -12,15 +12,6 @@ import numpy as np
 
 INSTALL_HINT = 'pip install "fastnet[plot]"'
 
-#: Names of the classes, for titles and axes; data sets not listed use the class index.
-CLASS_NAMES = {
-    "mnist": tuple(str(i) for i in range(10)),
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "kmnist": ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"),
-}
-
-
 class PlotDependencyError(ImportError):
     """matplotlib is not installed; the message names the extra to install."""
 
@@ -48,7 +39,9 @@ def _figure(width, height):
 
 
 def _names(dataset, n):
-    names = CLASS_NAMES.get(dataset, ())
+    from .data.tables import DATASETS
+
+    names = DATASETS[dataset].classes if dataset in DATASETS else ()
     return [names[i] if i < len(names) else str(i) for i in range(n)]
 
 

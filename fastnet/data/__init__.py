@@ -4,23 +4,32 @@
   every IDX type, any rank; bad files raise :class:`IdxFormatError`.
 - :func:`load_dataset` finds (or downloads and verifies) MNIST, Fashion-MNIST
   or KMNIST and returns its four arrays.
-"""
-from fastnet.data.idx import IdxFormatError, read_idx, write_idx
-from fastnet.data.datasets import (
-    DATASETS,
-    Dataset,
-    DatasetError,
-    DatasetNotFoundError,
-    load_dataset,
-)
 
-__all__ = [
-    "DATASETS",
-    "Dataset",
-    "DatasetError",
-    "DatasetNotFoundError",
-    "IdxFormatError",
-    "load_dataset",
-    "read_idx",
-    "write_idx",
-]
+The names below load their modules on first use, so that importing
+:mod:`fastnet.data.tables` (the data sets' table) loads neither NumPy nor
+the Cython reader.
+"""
+import importlib
+
+_WHERE = {
+    "IdxFormatError": "idx",
+    "read_idx": "idx",
+    "write_idx": "idx",
+    "DATASETS": "tables",
+    "Dataset": "datasets",
+    "DatasetError": "datasets",
+    "DatasetNotFoundError": "datasets",
+    "load_dataset": "datasets",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+
+
+def __dir__():
+    return __all__

@@ -34,8 +34,6 @@ arrays must share one dtype. Labels may be any integer dtype and must lie in
 ``0..K-1``: kernels do not check bounds (``fastnet.data`` validates labels
 when it loads them).
 """
-import numba
-
 from .activation import relu_backward, relu_forward
 from .batch import gather_batch
 from .classifier import classifier_backward, classifier_forward
@@ -49,15 +47,6 @@ from .linear import (
 )
 from .loss import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .optim import adam_update, momentum_update, sgd_update
-
-# Start Numba's threading layer now (4 ms): it makes known the symbols that
-# compiled parallel loops call. Numba's cache can hold a caller of these kernels
-# (train_batches, or your own cached function) without the hook that starts the
-# layer: the hook is dropped when the kernels themselves came from the cache as
-# the caller compiled. Loaded before any parallel loop had run, such a caller
-# crashed the process ("LLVM ERROR: Symbol not found: allocate_sched", or a
-# segmentation fault). tests/test_cache.py holds the recipe.
-numba.get_num_threads()
 
 __all__ = [
     "linear_forward",
