@@ -23,10 +23,9 @@ from .config import DATASETS, DTYPES, ENGINES, OPTIMIZERS, SCHEDULES, ConfigErro
 
 DEFAULT_SAVE = "fastnet-model.npz"
 
-#: Settings a checkpoint fixes; ``--resume`` refuses to change them. (``--epochs``
-#: may raise the number of epochs, ``--threads`` changes no result.)
-_FIXED_ON_RESUME = ("dataset", "hidden", "dtype", "engine", "batch_size", "lr", "optimizer",
-                    "momentum", "weight_decay", "schedule", "seed", "limit", "val_split", "patience")
+#: Settings a checkpoint does not fix: ``--epochs`` may raise the number of epochs,
+#: ``--threads`` changes no result. ``--resume`` refuses every other setting.
+_FREE_ON_RESUME = ("epochs", "threads")
 
 _DEFAULTS = TrainConfig()
 
@@ -86,10 +85,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS))
-                or not action.option_strings):
+        default = getattr(action, "shown_default", action.default)  # see _parse
+        if "default" in text or any(default is v for v in (None, False, argparse.SUPPRESS)) or not action.option_strings:
             return text
-        return text + " (default: %(default)s)"
+        return text + (" (default: %(shown_default)s)" if hasattr(action, "shown_default") else " (default: %(default)s)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -188,17 +187,29 @@ def build_eval_parser():
     return parser
 
 
-def _explicit(parser, argv):
-    """The destinations of the options given on the command line (not left at their defaults)."""
-    probe = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:
-        if action.option_strings and action.dest != "help":
-            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
-            if action.nargs == 0:
-                kwargs["action"] = "store_true"
-            probe.add_argument(*action.option_strings, **kwargs)
-    known, _ = probe.parse_known_args(argv)
-    return set(vars(known))
+def _parse(parser, argv):
+    """Parse ``argv``; returns ``(args, given)``: every option's value (its default
+    where it was not given) and the set of options given on the command line.
+
+    The options' defaults are swapped for ``argparse.SUPPRESS`` while parsing,
+    so that only the given ones land in the namespace; ``--help`` still shows
+    the real defaults (``shown_default``, read by :class:`_HelpFormatter`)."""
+    options = [a for a in parser._actions if a.option_strings and a.default is not argparse.SUPPRESS]
+    for action in options:
+        action.shown_default, action.default = action.default, argparse.SUPPRESS
+    try:
+        args = parser.parse_args(argv)
+    finally:
+        for action in options:
+            action.default = action.shown_default
+    given = set(vars(args))
+    for action in options:
+        if action.dest not in given:
+            value = action.default
+            if isinstance(value, str) and action.type is not None:
+                value = action.type(value)  # as argparse treats a string default
+            setattr(args, action.dest, value)
+    return args, given
 
 
 def _option(name):
@@ -432,14 +443,13 @@ class _StopOnSigint:
 def main(argv=None):
     """``fastnet-train``: returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    explicit = _explicit(parser, sys.argv[1:] if argv is None else argv)
-    return _run(parser.prog, lambda: _train(parser, args, explicit))
+    args, given = _parse(parser, argv)
+    return _run(parser.prog, lambda: _train(parser, args, given))
 
 
-def _validate(parser, args, explicit):
+def _validate(parser, args, given):
     """Check the options that argparse alone cannot; returns the TrainConfig of a new run (None with --resume)."""
-    if args.no_save and "save" in explicit:
+    if args.no_save and "save" in given:
         parser.error("--save and --no-save: choose one")
     if args.plot is not None:
         from .plots import PlotDependencyError, require_matplotlib
@@ -450,21 +460,20 @@ def _validate(parser, args, explicit):
             parser.error(f"--plot: {exc}")
     _check_threads(parser, args.threads)
     if args.resume is not None:
-        fixed = sorted(name for name in _FIXED_ON_RESUME if name in explicit)
+        fixed = sorted(name for name in _config_fields() if name in given and name not in _FREE_ON_RESUME)
         if fixed:
             parser.error(f"{', '.join(map(_option, fixed))}: cannot be changed when resuming; "
                          "the checkpoint holds the run's settings (only --epochs and --threads may be given)")
         return None
     try:
-        return TrainConfig(
-            dataset=args.dataset, hidden=args.hidden, dtype=args.dtype, engine=args.engine,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-            momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule,
-            val_split=args.val_split, patience=args.patience, limit=args.limit, seed=args.seed,
-            threads=args.threads,
-        )
+        return TrainConfig(**{name: getattr(args, name) for name in _config_fields() if hasattr(args, name)})
     except ConfigError as exc:
         parser.error(_config_message(exc))
+
+
+def _config_fields():
+    """The names of :class:`~fastnet.config.TrainConfig`'s settings (the options of the same names set them)."""
+    return [f.name for f in fields(TrainConfig)]
 
 
 def _read_checkpoint_config(path):
@@ -484,63 +493,24 @@ def _read_checkpoint_config(path):
         raise CommandError(f"{path}: the checkpoint's settings are not valid: {exc}") from None
 
 
-def _train(parser, args, explicit):
-    config = _validate(parser, args, explicit)
-    prog = parser.prog
-
-    def out(*text, **kwargs):
-        if not args.quiet:
-            print(*text, **kwargs)
-
+def _train(parser, args, given):
+    """``fastnet-train`` after parsing: set up the run, train it, report it."""
+    config = _validate(parser, args, given)
+    out = _Output(args.quiet)
     if args.resume is not None:
         config = _read_checkpoint_config(args.resume)
     save = None if args.no_save else Path(args.save or args.resume or DEFAULT_SAVE)
 
     from .prewarm import Prewarm
 
-    # Numba loads (or compiles) the run's kernels on a thread of its own while the data is read
-    # (zlib releases the GIL): a warm start took 1.17 s instead of 1.52 s, paired runs alternated.
+    # Numba loads (or compiles) the run's functions on a thread of its own while the data is
+    # read (zlib releases the GIL): see fastnet/prewarm.py.
     prewarm = Prewarm(config).start()
     data = _load_data(config.dataset, args.data, args.offline)
+    trainer = _new_or_resumed_trainer(parser, args, given, config, data)
+    out.line(_describe(trainer, args))
 
-    import numba
-
-    from . import __version__
-    from .model import ModelFormatError
-    from .train import Trainer, TrainingDiverged, evaluate, thread_limit
-
-    if args.resume is not None:
-        try:
-            trainer = Trainer.from_checkpoint(args.resume, data.train_images, data.train_labels,
-                                              epochs=args.epochs if "epochs" in explicit else None)
-        except (OSError, ModelFormatError) as exc:
-            raise CommandError(_model_error(exc, args.resume)) from None
-        except (ValueError, ConfigError) as exc:
-            raise CommandError(f"{args.resume}: cannot resume: {_config_message(exc)}") from None
-        if "threads" in explicit:
-            trainer.config = trainer.config.replace(threads=args.threads)
-    else:
-        try:
-            trainer = Trainer(config, data.train_images, data.train_labels)
-        except ValueError as exc:
-            parser.error(_config_message(exc))
-    config = trainer.config
-
-    threads = config.threads or numba.get_num_threads()
-    sizes = "-".join(map(str, trainer.model.sizes))
-    n_val = 0 if trainer.val_images is None else trainer.val_images.shape[0]
-    batch = "full batch" if trainer.batch_size == trainer.n_train else f"batches of {trainer.batch_size}"
-    out(f"fastnet {__version__}: {config.dataset}, {trainer.n_train} training"
-        f"{f' + {n_val} validation' if n_val else ''} samples, {sizes} {config.dtype}, {batch}, "
-        f"{config.optimizer}, {config.engine} engine, {threads} thread{'s' * (threads != 1)}", flush=True)
-    if args.resume is not None:
-        where = f"at epoch {trainer.epoch + 1}"
-        if trainer.batch:
-            where = f"in epoch {trainer.epoch + 1} at batch {trainer.batch + 1} of {trainer.batches_per_epoch}"
-        if trainer.epoch >= config.epochs:
-            out(f"resuming {args.resume}: all {config.epochs} epochs are done (--epochs N to train further)")
-        else:
-            out(f"resuming {args.resume} {where}", flush=True)
+    from .train import TrainingDiverged, evaluate, thread_limit
 
     def save_checkpoint():
         if save is None:
@@ -551,25 +521,12 @@ def _train(parser, args, explicit):
             raise CommandError(f"cannot write the checkpoint {save}: {exc.strerror or exc}; "
                                "pass --save a writable path") from None
 
-    stop = _StopOnSigint(prog)
+    stop = _StopOnSigint(parser.prog)
     progress = _Progress(trainer, quiet=args.quiet, checkpoint=save_checkpoint)
-    with thread_limit(config.threads):
-        # On a terminal, say why nothing happens for a while: a first run compiles for 10-25 s.
-        notice = (not args.quiet and config.engine == "numba" and not prewarm.done()
-                  and sys.stderr is not None and sys.stderr.isatty())
-        if notice:
-            text = "compiling the kernels (10-25 s the first time; later runs load them from Numba's cache)..."
-            print(text, end="", file=sys.stderr, flush=True)
-            while prewarm.wait(timeout=1.0) is None:  # count the seconds, so the wait visibly moves
-                print(f"\r{text} {time.perf_counter() - prewarm.started:.0f} s", end="", file=sys.stderr, flush=True)
-        # the background warm-up's own time (mostly spent while the data was read), and whatever
-        # the real trainer still had to compile (nothing, unless its argument types differ)
-        compile_seconds = prewarm.wait() + trainer.warmup()
-        if notice:
-            print("\r\033[K", end="", file=sys.stderr, flush=True)  # erase the notice
-        label = "compiled the kernels" if config.engine == "numba" else "warmed up the numpy engine"
-        out(f"{label} in {compile_seconds:.2f} s (begun while the data was read; not counted in the epoch times)",
-            flush=True)
+    with thread_limit(trainer.config.threads):
+        compile_seconds = _wait_for_compile(prewarm, trainer, quiet=args.quiet)
+        out.line(f"{'compiled the kernels' if trainer.config.engine == 'numba' else 'warmed up the numpy engine'} "
+                 f"in {compile_seconds:.2f} s (begun while the data was read; not counted in the epoch times)")
         try:
             with stop.installed():
                 result = trainer.run(on_epoch=progress.on_epoch, on_progress=progress.on_progress,
@@ -578,52 +535,131 @@ def _train(parser, args, explicit):
             raise CommandError(str(exc)) from None
         finally:
             progress.close_bar()
-
-        if result.stop_reason == "interrupted":
-            save_checkpoint()
-            if trainer.batch:
-                where = f"in epoch {trainer.epoch + 1} after batch {trainer.batch} of {trainer.batches_per_epoch}"
-            else:
-                where = f"after epoch {trainer.epoch}"
-            if save is not None:
-                print(f"{prog}: interrupted {where}; saved the checkpoint to {save}; "
-                      f"continue with: fastnet-train --resume {save}", file=sys.stderr, flush=True)
-            else:
-                print(f"{prog}: interrupted {where}; nothing saved (--no-save)", file=sys.stderr, flush=True)
-            if args.metrics_json:
-                _write_metrics(args.metrics_json,
-                               metrics_document(trainer, result, compile_seconds, None, save, "interrupted"))
-            return 130
-
         save_checkpoint()
+        if result.stop_reason == "interrupted":
+            return _interrupted(parser.prog, args, trainer, result, save, compile_seconds)
         if result.stop_reason == "early_stopping":
-            out(f"stopped early: no better validation accuracy for {config.patience} epochs; "
-                f"keeping the weights of epoch {result.best_epoch}")
-        evaluation = evaluate(trainer.model, data.test_images, data.test_labels, engine=config.engine)
+            out.line(f"stopped early: no better validation accuracy for {trainer.config.patience} epochs; "
+                     f"keeping the weights of epoch {result.best_epoch}")
+        evaluation = evaluate(trainer.model, data.test_images, data.test_labels, engine=trainer.config.engine)
+    _report(args, out, trainer, result, evaluation, data, save, compile_seconds)
+    return 0
 
+
+class _Output:
+    """stdout, unless ``--quiet``; every line flushed at once, so a pipe sees the run as it goes."""
+
+    def __init__(self, quiet):
+        self.quiet = quiet
+
+    def line(self, text):
+        if not self.quiet:
+            print(text, flush=True)
+
+
+def _new_or_resumed_trainer(parser, args, given, config, data):
+    from .model import ModelFormatError
+    from .train import Trainer
+
+    if args.resume is None:
+        try:
+            return Trainer(config, data.train_images, data.train_labels)
+        except ValueError as exc:
+            parser.error(_config_message(exc))
+    try:
+        trainer = Trainer.from_checkpoint(args.resume, data.train_images, data.train_labels,
+                                          epochs=args.epochs if "epochs" in given else None)
+    except (OSError, ModelFormatError) as exc:
+        raise CommandError(_model_error(exc, args.resume)) from None
+    except (ValueError, ConfigError) as exc:
+        raise CommandError(f"{args.resume}: cannot resume: {_config_message(exc)}") from None
+    if "threads" in given:
+        trainer.config = trainer.config.replace(threads=args.threads)
+    return trainer
+
+
+def _describe(trainer, args):
+    """The run's first lines: what trains on what, and where a resumed run picks up."""
+    import numba
+
+    from . import __version__
+
+    config = trainer.config
+    threads = config.threads or numba.get_num_threads()
+    sizes = "-".join(map(str, trainer.model.sizes))
+    n_val = 0 if trainer.val_images is None else trainer.val_images.shape[0]
+    batch = "full batch" if trainer.batch_size == trainer.n_train else f"batches of {trainer.batch_size}"
+    text = (f"fastnet {__version__}: {config.dataset}, {trainer.n_train} training"
+            f"{f' + {n_val} validation' if n_val else ''} samples, {sizes} {config.dtype}, {batch}, "
+            f"{config.optimizer}, {config.engine} engine, {threads} thread{'s' * (threads != 1)}")
+    if args.resume is not None:
+        where = f"at epoch {trainer.epoch + 1}"
+        if trainer.batch:
+            where = f"in epoch {trainer.epoch + 1} at batch {trainer.batch + 1} of {trainer.batches_per_epoch}"
+        if trainer.epoch >= config.epochs:
+            text += f"\nresuming {args.resume}: all {config.epochs} epochs are done (--epochs N to train further)"
+        else:
+            text += f"\nresuming {args.resume} {where}"
+    return text
+
+
+def _wait_for_compile(prewarm, trainer, *, quiet):
+    """Wait for the background warm-up, then let the trainer compile whatever it
+    still needs (nothing, unless its argument types differ); returns the seconds
+    both took. On a terminal, a counting notice says why nothing happens."""
+    notice = (not quiet and trainer.config.engine == "numba" and not prewarm.done()
+              and sys.stderr is not None and sys.stderr.isatty())
+    if notice:
+        text = "compiling the kernels (once: later runs load them from Numba's cache)..."
+        print(text, end="", file=sys.stderr, flush=True)
+        while prewarm.wait(timeout=1.0) is None:  # count the seconds, so the wait visibly moves
+            print(f"\r{text} {time.perf_counter() - prewarm.started:.0f} s", end="", file=sys.stderr, flush=True)
+    seconds = prewarm.wait() + trainer.warmup()
+    if notice:
+        print("\r\033[K", end="", file=sys.stderr, flush=True)  # erase the notice
+    return seconds
+
+
+def _interrupted(prog, args, trainer, result, save, compile_seconds):
+    """Ctrl-C: say where the run stopped and how to go on; exit code 130."""
+    if trainer.batch:
+        where = f"in epoch {trainer.epoch + 1} after batch {trainer.batch} of {trainer.batches_per_epoch}"
+    else:
+        where = f"after epoch {trainer.epoch}"
+    if save is not None:
+        print(f"{prog}: interrupted {where}; saved the checkpoint to {save}; "
+              f"continue with: fastnet-train --resume {save}", file=sys.stderr, flush=True)
+    else:
+        print(f"{prog}: interrupted {where}; nothing saved (--no-save)", file=sys.stderr, flush=True)
+    if args.metrics_json:
+        _write_metrics(args.metrics_json, metrics_document(trainer, result, compile_seconds, None, save, "interrupted"))
+    return 130
+
+
+def _report(args, out, trainer, result, evaluation, data, save, compile_seconds):
+    """The end of a run: test accuracy, confusion matrix, metrics, plots, where the model went."""
     train_seconds = sum(m.seconds for m in trainer.history)
     correct = int(evaluation.confusion.trace())
     print(f"test accuracy {_percent(evaluation.accuracy)} ({correct} of {len(data.test_labels)}), "
           f"after {trainer.epoch} epochs in {train_seconds:.2f} s of training "
           f"(+ {compile_seconds:.2f} s compiling)", flush=True)
-    out(format_confusion(evaluation.confusion))
+    out.line(format_confusion(evaluation.confusion))
     if args.metrics_json:
         _write_metrics(args.metrics_json,
                        metrics_document(trainer, result, compile_seconds, evaluation, save, result.stop_reason))
-        out(f"wrote metrics to {args.metrics_json}")
+        out.line(f"wrote metrics to {args.metrics_json}")
     if args.plot:
         from .plots import write_all
 
         try:
             paths = write_all(args.plot, history=trainer.history, evaluation=evaluation,
                               test_images=data.test_images, test_labels=data.test_labels,
-                              dataset=config.dataset)
+                              dataset=trainer.config.dataset)
         except OSError as exc:
             raise CommandError(f"cannot write plots to {args.plot}: {exc.strerror or exc}") from None
-        out(f"wrote plots: {', '.join(str(p) for p in paths)}")
+        out.line(f"wrote plots: {', '.join(str(p) for p in paths)}")
     if save is not None:
         print(f"saved the model (and its checkpoint) to {save}", flush=True)
-    return 0
 
 
 # --- fastnet-eval ---------------------------------------------------------------------------
