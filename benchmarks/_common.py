@@ -55,8 +55,8 @@ class FastnetEpoch:
     def rewind(self):
         t = self.trainer
         t.model.params[:] = self.initial
-        t.state1[:] = 0
-        t.state2[:] = 0
+        t.moments.m[:] = 0
+        t.moments.v[:] = 0
         t.rng = np.random.default_rng([t.config.seed, 1])
         t.epoch = t.step = 0
         t.history.clear()

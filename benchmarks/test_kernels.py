@@ -22,8 +22,8 @@ import pytest
 
 import fastnet.kernels
 from benchmarks._common import linear_flops
-from fastnet import reference
-from fastnet.model import MLP, Workspace
+from fastnet import engine, reference
+from fastnet.model import MLP
 
 B = 128
 SIZES = (784, 128, 10)
@@ -80,16 +80,15 @@ def _linear_forward(d, s):
     return (_zeros(B, H), inp, w, b), linear_flops(B, D, H)
 
 
-def _scratch(s):
-    """The sparse kernels' scratch for layer ``s``, shaped as the training loop's workspace has it."""
-    ws = Workspace(SIZES, B, np.float32)
-    i = 0 if s == PIXELS else LAYERS.index(s)
-    return ws.row_index[i], ws.col_index[i]
+def _scratch():
+    """The kernels' scratch, shaped as the training loop allocates it (:func:`fastnet.engine.allocate`)."""
+    _, scratch = engine.allocate(SIZES, B, np.float32, np.uint8)
+    return scratch
 
 
 def _sparse_linear_forward(d, s):
     inp, w, b, _, D, H = _layer(d, s)
-    return (_zeros(B, H), _scratch(s)[0], inp, w, b, _scale(s)), linear_flops(B, D, H)
+    return (_zeros(B, H), _scratch().inputs, inp, w, b, _scale(s)), linear_flops(B, D, H)
 
 
 def _linear_backward_params(d, s):
@@ -99,7 +98,7 @@ def _linear_backward_params(d, s):
 
 def _sparse_linear_backward_params(d, s):
     inp, _, _, dout, D, H = _layer(d, s)
-    return (_zeros(D, H), _zeros(H), _scratch(s)[1], dout, inp, _scale(s)), linear_flops(B, D, H)
+    return (_zeros(D, H), _zeros(H), _scratch().samples, dout, inp, _scale(s)), linear_flops(B, D, H)
 
 
 def _linear_backward_input(d, s):
@@ -113,14 +112,12 @@ def _linear_backward(d, s):
 
 
 def _classifier_forward(d, s):
-    ws = Workspace(SIZES, B, np.float32)
-    return (_zeros(B, 10), _zeros(B), ws.scratch, d["h"], d["weight"]["128x10"], d["bias"]["128x10"], d["y"],
+    return (_zeros(B, 10), _zeros(B), _scratch().classifier, d["h"], d["weight"]["128x10"], d["bias"]["128x10"], d["y"],
             1.0), linear_flops(B, 128, 10)
 
 
 def _classifier_backward(d, s):
-    ws = Workspace(SIZES, B, np.float32)
-    return (_zeros(B, 128), _zeros(128, 10), _zeros(10), ws.scratch, d["probs"], d["h"], d["weight"]["128x10"],
+    return (_zeros(B, 128), _zeros(128, 10), _zeros(10), _scratch().classifier, d["probs"], d["h"], d["weight"]["128x10"],
             d["y"], 1.0), 2 * linear_flops(B, 128, 10)
 
 

@@ -20,7 +20,7 @@ from fastnet.data import load_dataset
 @njit(cache=True)
 def train_and_test(train_images, train_labels, test_images, test_labels,
                    W1, b1, W2, b2, params, grads, velocity,
-                   x, y, z1, a1, z2, probs, losses, dz2, da1, index1, index2,
+                   x, y, z1, a1, z2, probs, losses, dz2, da1, dz1, index1, index2,
                    dW1, db1, dW2, db2, epochs, lr, momentum, seed):
     """Train for ``epochs`` epochs, then return the accuracy on the test set.
 
@@ -28,7 +28,7 @@ def train_and_test(train_images, train_labels, test_images, test_labels,
     ``dW1, db1, dW2, db2`` views of ``grads``, so one update call covers
     every parameter. The batch size is ``x.shape[0]``.
     """
-    # x (B, 784), z1/a1/da1 (B, 128), z2/probs/dz2 (B, 10), W1 (784, 128), W2 (128, 10)
+    # x (B, 784), z1/a1/da1/dz1 (B, 128), z2/probs/dz2 (B, 10), W1 (784, 128), W2 (128, 10)
     np.random.seed(seed)
     B = x.shape[0]
     N = train_images.shape[0]
@@ -44,11 +44,12 @@ def train_and_test(train_images, train_labels, test_images, test_labels,
             K.sparse_linear_forward(z2, index2, a1, W2, b2, 1.0)
             K.softmax_cross_entropy_forward(probs, losses, z2, y)
             total += losses.sum()
-            # backward: each kernel overwrites its gradients
+            # backward: each kernel overwrites its gradients, each into a buffer of its
+            # own (in place, the ReLU loop does not vectorise: see docs/kernels.md)
             K.softmax_cross_entropy_backward(dz2, probs, y)
             K.linear_backward(da1, dW2, db2, dz2, a1, W2)
-            K.relu_backward(da1, da1, a1)
-            K.linear_backward_params(dW1, db1, da1, x)
+            K.relu_backward(dz1, da1, a1)
+            K.linear_backward_params(dW1, db1, dz1, x)
             # update all parameters at once
             K.momentum_update(params, velocity, grads, lr, momentum, 0.0, False)
         print("epoch", epoch + 1, "mean loss", total / ((N // B) * B))
@@ -101,14 +102,15 @@ def main(argv=None):
 
     # Activations, their gradients, and the sparse kernels' scratch, for one batch.
     x, y = np.empty((B, D), dtype), np.empty(B, np.int64)
-    z1, a1, da1 = np.empty((B, H), dtype), np.empty((B, H), dtype), np.empty((B, H), dtype)
+    z1, a1 = np.empty((B, H), dtype), np.empty((B, H), dtype)
+    da1, dz1 = np.empty((B, H), dtype), np.empty((B, H), dtype)
     z2, probs, dz2 = np.empty((B, C), dtype), np.empty((B, C), dtype), np.empty((B, C), dtype)
     losses = np.empty(B, dtype)
     index1, index2 = np.empty((B, D), np.int32), np.empty((B, H), np.int32)
 
     accuracy = train_and_test(train_images, train_labels, test_images, test_labels,
                               W1, b1, W2, b2, params, grads, velocity,
-                              x, y, z1, a1, z2, probs, losses, dz2, da1, index1, index2,
+                              x, y, z1, a1, z2, probs, losses, dz2, da1, dz1, index1, index2,
                               dW1, db1, dW2, db2, args.epochs, args.lr, args.momentum, args.seed)
     print(f"test accuracy: {100 * accuracy:.2f}%")
     return 0

@@ -1,11 +1,22 @@
-"""The engine: one loop source, run compiled (numba) or as Python over the reference (numpy)."""
+"""The engine: one loop source, run compiled (numba) or as Python over the reference (numpy);
+prediction (:func:`fastnet.engine.predict_proba`) through its forward pass.
+
+Prediction is checked against a NumPy forward pass written out here from
+``named_parameters()``, and a backward pass against NumPy backpropagation.
+"""
+import json
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
-from fastnet import engine, reference
-from fastnet.model import MLP, Workspace, split_params
+from fastnet import engine, kernels, reference
+from fastnet.model import MLP
 
 ENGINES = ["numba", "numpy"]
+DTYPES = ["float32", "float64"]
 
 
 def test_get_rejects_unknown_names():
@@ -21,30 +32,68 @@ def test_get_rejects_unknown_names():
 def test_get_returns_a_named_engine_with_every_entry(name):
     ops = engine.get(name)
     assert ops.name == name
-    for entry in ("forward", "train_batches", "gather_batch", "count_correct"):
+    for entry in ("forward", "backward", "update", "train_batches", "gather_batch", "count_correct"):
         assert callable(getattr(ops, entry)), entry
     assert engine.get(name) is ops  # built once
 
 
 def test_the_engines_share_one_loop_source():
     numba_ops, numpy_ops = engine.get("numba"), engine.get("numpy")
-    for depth in (1, 2, 3):
-        for fn in (engine.forward, engine.train_batches):
-            compiled, python = numba_ops.variant(fn, depth), numpy_ops.variant(fn, depth)
-            assert python.__code__ is compiled.py_func.__code__ is fn.__code__
-            assert python.__globals__["DEPTH"] == compiled.py_func.__globals__["DEPTH"] == depth
-            # ... and the numpy one runs the reference kernels, not the compiled ones.
-            assert python.__globals__["sparse_linear_forward"] is reference.sparse_linear_forward
-            assert python.__globals__["classifier_forward"] is reference.classifier_forward
+    for fn in (engine.forward, engine.backward, engine.update, engine.train_batches):
+        compiled, python = getattr(numba_ops, fn.__name__), getattr(numpy_ops, fn.__name__)
+        assert python.__code__ is compiled.py_func.__code__ is fn.__code__
+        # ... the numpy one runs the reference kernels, the numba one the compiled ones.
+        for kernel in ("sparse_linear_forward", "classifier_forward", "classifier_backward", "relu_backward",
+                       "adam_update"):
+            assert python.__globals__[kernel] is getattr(reference, kernel), kernel
+            assert compiled.py_func.__globals__[kernel] is getattr(kernels, kernel), kernel
     assert numpy_ops.gather_batch is reference.gather_batch
+    assert numba_ops.gather_batch is kernels.gather_batch
 
 
-def test_each_variant_is_built_once_and_named_for_its_cache_file():
+# A fresh process (nothing compiled in it yet) trains networks of 1, 3 and 5
+# hidden layers with every update rule, then lists what the numba engine compiled.
+_ONE_LOOP = textwrap.dedent("""
+    import json
+    import numpy as np
+    from fastnet import engine
+    from fastnet.config import OPTIMIZERS, TrainConfig
+    from fastnet.train import Trainer, evaluate
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (96, 64)).astype(np.uint8)
+    labels = (np.arange(96) % 10).astype(np.uint8)
+    runs = []
+    for hidden in [(8,), (9, 7, 6), (9, 8, 7, 6, 5)]:
+        for optimizer in OPTIMIZERS:
+            config = TrainConfig(hidden=hidden, optimizer=optimizer, dtype="float32", engine="numba",
+                                 epochs=1, batch_size=32, lr=0.01, val_split=0, threads=None)
+            trainer = Trainer(config, images, labels)
+            trainer.warmup()
+            result = trainer.run()
+            accuracy = evaluate(result.model, images, labels).accuracy
+            runs.append([len(trainer.model.sizes) - 2, optimizer, result.history[-1].loss, accuracy, trainer.step])
     ops = engine.get("numba")
-    first = ops.variant(engine.train_batches, 2, engine.OPTIMIZERS.index("adam"))
-    assert ops.variant(engine.train_batches, 2, engine.OPTIMIZERS.index("adam")) is first
-    assert first.py_func.__qualname__ == "train_batches_2_adam"
-    assert ops.variant(engine.forward, 3).py_func.__qualname__ == "forward_3"
+    print(json.dumps({"runs": runs,
+                      "train_batches": [str(s) for s in ops.train_batches.signatures],
+                      "forward": [str(s) for s in ops.forward.signatures]}))
+""")
+
+
+def test_every_depth_and_update_rule_share_one_compiled_loop():
+    """The bundles make the argument types the same for any depth and update rule:
+    one signature of train_batches (and of forward) serves every network of a dtype."""
+    done = subprocess.run([sys.executable, "-c", _ONE_LOOP], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    runs = report["runs"]
+    assert [(depth, optimizer) for depth, optimizer, *_ in runs] == \
+        [(depth, optimizer) for depth in (1, 3, 5) for optimizer in engine.OPTIMIZERS]
+    for depth, optimizer, loss, accuracy, steps in runs:
+        assert np.isfinite(loss), (depth, optimizer)
+        assert 0 <= accuracy <= 1, (depth, optimizer)
+        assert steps == 3, (depth, optimizer)  # 96 samples in batches of 32: three steps each
+    assert len(report["train_batches"]) == 1, report["train_batches"]
+    assert len(report["forward"]) == 1, report["forward"]
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -62,31 +111,80 @@ def test_count_correct_matches_argmax(rng, name, dtype, B):
     assert engine.get(name).count_correct(probs, labels) == expected
 
 
+# --- the bundles --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10)])
+def test_allocate_sizes_every_buffer(sizes):
+    B = 8
+    acts, scratch = engine.allocate(sizes, B, np.float32, engine.input_dtype(sizes, np.uint8, np.float32))
+    widths = sizes[1:-1]
+    # The batch as stored (uint8) where a hidden layer reads it, in the params' dtype otherwise.
+    assert acts.x.shape == (B, sizes[0])
+    assert acts.x.dtype == (np.uint8 if widths else np.float32)
+    assert acts.y.shape == (B,)
+    for buffer in (acts.pre, acts.act):
+        assert buffer.shape == (B * sum(widths),) and buffer.dtype == np.float32
+    for buffer in (acts.dpre, acts.dact):
+        assert buffer.shape == (B * max(widths, default=0),) and buffer.dtype == np.float32
+    assert acts.probs.shape == (B, sizes[-1]) and acts.losses.shape == (B,)
+    assert scratch.inputs.shape == (engine.SCRATCH_PARTS, max(sizes[:-1])) and scratch.inputs.dtype == np.int32
+    assert scratch.samples.shape == (engine.SCRATCH_PARTS, B) and scratch.samples.dtype == np.int32
+    assert scratch.classifier.shape == (engine.SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1)
+
+
+@pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10)])
+def test_params_of_views_the_model_and_layer_cuts_its_layers(sizes):
+    model = MLP(sizes, dtype="float64", seed=3)
+    params = engine.params_of(model)
+    assert np.shares_memory(params.flat, model.params) and params.flat.shape == model.params.shape
+    assert params.sizes.dtype == np.int64 and tuple(params.sizes) == sizes
+    assert engine.n_weights(params.sizes) == model.n_weights
+    for i, (w, b) in enumerate(zip(model.weights, model.biases)):
+        weight, bias = engine.layer(params.flat, params.sizes, i)
+        assert np.shares_memory(weight, w) and np.shares_memory(bias, b)
+        np.testing.assert_array_equal(weight, w)
+        np.testing.assert_array_equal(bias, b)
+
+
+# --- a small network, wired as Trainer wires it ------------------------------------
+
+
 class Net:
-    """A small network, its workspace and a training set, wired as Trainer wires them."""
+    """A small network, its bundles and a training set, wired as Trainer wires them."""
 
     def __init__(self, rng, *, dtype=np.float64, sizes=(784, 12, 10), B=8, N=40):
+        self.B = B
         self.model = MLP(sizes, dtype=dtype, seed=1)
-        self.ws = Workspace(sizes, B, dtype)
-        self.grads = np.zeros(self.model.n_params, dtype)
-        self.dweights, self.dbiases = split_params(self.grads, sizes)
-        self.state1 = np.zeros(self.model.n_params, dtype)
-        self.state2 = np.zeros(self.model.n_params, dtype)
         self.images = rng.integers(0, 256, (N, sizes[0])).astype(np.uint8)
         self.images[rng.random(self.images.shape) < 0.7] = 0
-        self.labels = rng.integers(0, sizes[-1], N).astype(np.uint8)
+        self.labels = rng.integers(0, sizes[-1], N).astype(np.int32)  # as Trainer holds them
         self.order = np.arange(N, dtype=np.int64)
+        self.acts, self.scratch = engine.allocate(sizes, B, dtype, engine.input_dtype(sizes, np.uint8, dtype))
+        self.params = engine.params_of(self.model)
+        P = self.model.n_params
+        self.grads = engine.Params(np.zeros(P, dtype), self.params.sizes)
+        self.moments = engine.Moments(np.zeros(P, dtype), np.zeros(P, dtype))
+
+    @property
+    def scales(self):
+        """(gather_scale, scale): uint8 pixels are scaled as the first layer reads them, or as they are gathered."""
+        return (1.0, 1 / 255) if self.acts.x.dtype == np.uint8 else (1 / 255, 1.0)
+
+    def settings(self, optimizer="sgd", lr=0.1, weight_decay=0.0):
+        return engine.Settings(engine.OPTIMIZERS.index(optimizer), lr, 0.9, weight_decay, 0.9, 0.999, 1e-8)
 
     def steps(self, name, start, count, *, optimizer="sgd", lr=0.1):
-        nw = self.model.n_weights
-        pairs = [(a[:nw], a[nw:]) for a in (self.model.params, self.grads, self.state1, self.state2)]
-        ws, m = self.ws, self.model
-        return engine.get(name).train_batches(
-            ws.x, ws.y, ws.acts, ws.pre, ws.dacts, ws.row_index, ws.col_index, ws.scratch, ws.probs, ws.losses,
-            m.weights, m.biases, self.dweights, self.dbiases, *pairs,
-            self.images, self.labels, self.order, start, count, 1 / 255,
-            lr, 0.9, 0.0, 0.9, 0.999, 1e-8, 0, optimizer=engine.OPTIMIZERS.index(optimizer),
-        )
+        data = engine.Data(self.images, self.labels, self.order, *self.scales)
+        return engine.get(name).train_batches(self.params, self.grads, self.moments, self.acts, self.scratch, data,
+                                              self.settings(optimizer, lr), start, count, self.B, 0)
+
+    def forward(self, name, n):
+        """Gather the first ``n`` samples and run them forward."""
+        ops = engine.get(name)
+        gather_scale, scale = self.scales
+        ops.gather_batch(self.acts.x[:n], self.acts.y[:n], self.images, self.labels, self.order, 0, gather_scale)
+        ops.forward(self.params, self.acts, self.scratch, n, scale)
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -94,7 +192,7 @@ def test_train_batches_reports_loss_and_correct_counts(rng, name):
     net = Net(rng)
     before = net.model.params.copy()
     # The loss of the first batch, before any update, from the model's own prediction.
-    probs = net.model.predict_proba(net.images[:8], engine="numpy")
+    probs = engine.predict_proba(net.model, net.images[:8], engine="numpy")
     first_loss = -np.log(probs[np.arange(8), net.labels[:8]]).sum()
     first_correct = np.count_nonzero(probs.argmax(axis=1) == net.labels[:8])
 
@@ -141,33 +239,214 @@ def test_train_batches_stops_before_the_update_of_a_non_finite_batch(rng, name, 
 
 
 @pytest.mark.parametrize("name", ENGINES)
-def test_forward_fills_every_layer(rng, name):
-    net = Net(rng, sizes=(784, 9, 5, 10))
-    ws = net.ws
-    ops = engine.get(name)
-    ops.gather_batch(ws.x, ws.y, net.images, net.labels, net.order, 0, 1)  # uint8, as stored
-    ops.forward(ws.probs, ws.losses, ws.acts, ws.pre, ws.row_index, ws.scratch, ws.x, ws.y,
-                net.model.weights, net.model.biases, 1 / 255)
-    a = net.images[:8] / 255.0
+@pytest.mark.parametrize("n", [8, 5])
+def test_forward_fills_every_layer(rng, name, n):
+    """Hidden layer ``i``'s rows sit at ``B * (H_0 + ... + H_(i-1))`` in ``pre`` and ``act``, ``n`` rows of ``H_i``."""
+    sizes = (784, 9, 5, 10)
+    net = Net(rng, sizes=sizes)
+    B, acts = net.B, net.acts
+    net.forward(name, n)
+    a = net.images[:n] / 255.0
+    at = 0
     for i, (w, b) in enumerate(zip(net.model.weights, net.model.biases)):
         z = a @ w + b
         if i < 2:
             a = np.maximum(z, 0)
-            np.testing.assert_allclose(ws.pre[i], z, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
-            np.testing.assert_allclose(ws.acts[i], a, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
+            H = sizes[i + 1]
+            pre = acts.pre[B * at:B * at + n * H].reshape(n, H)
+            act = acts.act[B * at:B * at + n * H].reshape(n, H)
+            np.testing.assert_allclose(pre, z, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
+            np.testing.assert_allclose(act, a, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
+            np.testing.assert_array_equal(engine.hidden(acts.pre, net.params.sizes, i, n, B), pre)
+            at += H
     probs = np.exp(z - z.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(ws.probs, probs, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(ws.losses, -np.log(probs[np.arange(8), net.labels[:8]]), rtol=1e-10)
+    np.testing.assert_allclose(acts.probs[:n], probs, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(acts.losses[:n], -np.log(probs[np.arange(n), net.labels[:n]]), rtol=1e-10)
+
+
+def numpy_gradients(model, x, labels):
+    """The gradient of the mean loss of ``x (n, D)`` (floats, already scaled) with
+    respect to every named parameter, by backpropagation written out in NumPy."""
+    named = model.named_parameters()
+    L = model.n_layers
+    inputs = [x]
+    for i in range(1, L + 1):
+        z = inputs[-1] @ named[f"W{i}"] + named[f"b{i}"]
+        if i < L:
+            inputs.append(np.maximum(z, 0))
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    dz = probs.copy()
+    dz[np.arange(len(labels)), labels] -= 1
+    dz /= len(labels)
+    grads = {}
+    for i in range(L, 0, -1):
+        grads[f"W{i}"] = inputs[i - 1].T @ dz
+        grads[f"b{i}"] = dz.sum(axis=0)
+        if i > 1:
+            dz = (dz @ named[f"W{i}"].T) * (inputs[i - 1] > 0)
+    return grads
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("n", [8, 5])
+@pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10), (784, 6, 5, 4, 10)])
+def test_backward_gives_the_gradient_of_every_layer(rng, name, sizes, n):
+    net = Net(rng, sizes=sizes)
+    for b in net.model.biases:  # non-zero biases, so a gradient that drops a layer's shows
+        b[...] = rng.normal(0, 0.1, b.shape)
+    net.grads.flat[:] = np.nan  # backward overwrites every gradient
+    net.forward(name, n)
+    engine.get(name).backward(net.grads, net.params, net.acts, net.scratch, n, net.scales[1])
+    got = MLP(sizes, dtype=net.model.dtype, params=net.grads.flat).named_parameters()
+    expected = numpy_gradients(net.model, net.images[:n] / 255.0, net.labels[:n])
+    assert got.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_allclose(got[key], expected[key], rtol=1e-10, atol=1e-13, err_msg=key)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
+def test_update_applies_the_rule_to_every_parameter_and_decays_the_weights_only(rng, name, optimizer):
+    net = Net(rng, sizes=(784, 9, 5, 10))
+    P, nw = net.model.n_params, net.model.n_weights
+    net.model.params[:] = rng.standard_normal(P)
+    net.grads.flat[:] = rng.standard_normal(P)
+    net.moments.m[:] = rng.standard_normal(P)
+    net.moments.v[:] = rng.random(P)
+    settings = net.settings(optimizer, lr=0.01, weight_decay=0.1)
+    step = 3
+    # The same rule from the reference, on the weights with weight decay, then the biases without.
+    expected = [a.copy() for a in (net.model.params, net.moments.m, net.moments.v)]
+    for lo, hi, wd in ((0, nw, 0.1), (nw, P, 0.0)):
+        p, m, v = (a[lo:hi] for a in expected)
+        g = net.grads.flat[lo:hi]
+        if optimizer == "sgd":
+            reference.sgd_update(p, g, 0.01, wd)
+        elif optimizer == "adam":
+            reference.adam_update(p, m, v, g, 0.01, 0.9, 0.999, 1e-8, wd, step)
+        else:
+            reference.momentum_update(p, m, g, 0.01, 0.9, wd, optimizer == "nesterov")
+
+    engine.get(name).update(net.params, net.grads, net.moments, settings, step)
+    for got, want, what in zip((net.model.params, net.moments.m, net.moments.v), expected, ("params", "m", "v")):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=what)
 
 
 @pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
 @pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10), (784, 6, 5, 4, 10)])
 def test_the_engines_take_the_same_steps(sizes, optimizer):
-    """Every depth variant (no hidden layer, one, several) with every update rule."""
+    """Every depth (no hidden layer, one, several) with every update rule."""
     nets = {name: Net(np.random.default_rng(5), sizes=sizes) for name in ENGINES}
     lr = 0.01 if optimizer == "adam" else 0.05
     results = {name: net.steps(name, 0, 5, optimizer=optimizer, lr=lr) for name, net in nets.items()}
     np.testing.assert_allclose(results["numba"][0], results["numpy"][0], rtol=1e-12)
     assert results["numba"][1:] == results["numpy"][1:]
     np.testing.assert_allclose(nets["numba"].model.params, nets["numpy"].model.params, rtol=1e-11, atol=1e-13)
+
+
+# --- prediction --------------------------------------------------------------------
+
+
+def numpy_forward(model, x):
+    """Softmax probabilities of ``x (N, D)`` (floats, already scaled), in float64,
+    computed from the named parameters: Z = A W + b, ReLU between layers."""
+    named = model.named_parameters()
+    a = np.asarray(x, np.float64)
+    for i in range(1, model.n_layers + 1):
+        a = a @ named[f"W{i}"].astype(np.float64) + named[f"b{i}"].astype(np.float64)
+        if i < model.n_layers:
+            a = np.maximum(a, 0)
+    a = np.exp(a - a.max(axis=1, keepdims=True))
+    return a / a.sum(axis=1, keepdims=True)
+
+
+def random_model(sizes, dtype, rng):
+    """A model with non-zero biases too, so a forward pass that drops them shows."""
+    model = MLP(sizes, dtype=dtype, seed=int(rng.integers(1 << 30)))
+    for b in model.biases:
+        b[...] = rng.normal(0, 0.1, b.shape)
+    return model
+
+
+@pytest.mark.parametrize("name", ENGINES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes", [(784, 33, 17, 10), (784, 10)], ids=["two-hidden", "no-hidden"])
+def test_predict_proba_matches_numpy_forward(rng, dtype, name, sizes):
+    model = random_model(sizes, dtype, rng)
+    # Sparse like MNIST: most pixels zero, including a row that is all zeros.
+    images = rng.integers(0, 256, (37, 28, 28)).astype(np.uint8)
+    images[rng.random(images.shape) < 0.8] = 0
+    images[5] = 0
+    probs = engine.predict_proba(model, images, engine=name)
+    assert probs.shape == (37, 10)
+    assert probs.dtype == np.dtype(dtype)
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=rtol, err_msg="rows sum to 1")
+    expected = numpy_forward(model, images.reshape(37, -1) / 255.0)
+    np.testing.assert_allclose(probs, expected, rtol=rtol, atol=1e-6 if dtype == "float32" else 1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_image_and_row_shapes_and_float_input_agree(rng, dtype):
+    model = random_model((784, 16, 10), dtype, rng)
+    images = rng.integers(0, 256, (9, 28, 28)).astype(np.uint8)
+    from_images = engine.predict_proba(model, images)
+    from_rows = engine.predict_proba(model, images.reshape(9, 784))
+    np.testing.assert_array_equal(from_images, from_rows)
+    # Floats are taken as they are with scale=1.
+    floats = (images.reshape(9, 784) / 255.0).astype(dtype)
+    rtol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(engine.predict_proba(model, floats, scale=1), from_images, rtol=rtol, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_engines_agree(rng, dtype):
+    model = random_model((784, 40, 10), dtype, rng)
+    images = rng.integers(0, 256, (50, 784)).astype(np.uint8)
+    a = engine.predict_proba(model, images, engine="numba")
+    b = engine.predict_proba(model, images, engine="numpy")
+    np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_batches_do_not_change_the_answer(rng, name):
+    # 23 samples in batches of 5: four full batches and a last one of 3.
+    model = random_model((784, 12, 10), "float64", rng)
+    images = rng.integers(0, 256, (23, 784)).astype(np.uint8)
+    whole = engine.predict_proba(model, images, engine=name)
+    batched = engine.predict_proba(model, images, engine=name, batch_size=5)
+    np.testing.assert_allclose(batched, whole, rtol=1e-14, atol=0)
+
+
+def test_predictions_are_the_argmax_of_the_probabilities(rng):
+    """``evaluate`` predicts the most probable class of each image, as int64 ``(N,)``."""
+    from fastnet.train import evaluate
+
+    model = random_model((784, 16, 10), "float32", rng)
+    images = rng.integers(0, 256, (64, 28, 28)).astype(np.uint8)
+    labels = rng.integers(0, 10, 64).astype(np.uint8)
+    predictions = evaluate(model, images, labels).predictions
+    assert predictions.shape == (64,)
+    assert predictions.dtype == np.int64
+    np.testing.assert_array_equal(predictions, engine.predict_proba(model, images).argmax(axis=1))
+
+
+@pytest.mark.parametrize("shape", [(0, 28, 28), (0, 784)])
+def test_predict_on_no_images(shape):
+    model = MLP((784, 8, 10))
+    assert engine.predict_proba(model, np.zeros(shape, np.uint8)).shape == (0, 10)
+    assert engine.predict_proba(model, np.zeros(shape, np.uint8)).argmax(axis=1).shape == (0,)
+
+
+@pytest.mark.parametrize("shape", [(5, 27, 28), (5, 783), (784,)])
+def test_predict_refuses_the_wrong_width(shape):
+    model = MLP((784, 8, 10))
+    with pytest.raises(ValueError, match=r"images: expected \(N, 784\)"):
+        engine.predict_proba(model, np.zeros(shape, np.uint8))
+
+
+def test_predict_refuses_an_unknown_engine():
+    with pytest.raises(ValueError, match="engine"):
+        engine.predict_proba(MLP((4, 3)), np.zeros((1, 4)), engine="torch")

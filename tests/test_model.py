@@ -1,9 +1,9 @@
-"""The MLP: parameter layout, initialisation, prediction, and its files.
+"""The MLP: parameter layout, initialisation, and its files.
 
-Prediction is checked against a NumPy forward pass written out here from
-``named_parameters()``; loading is checked against files built by hand,
-one defect at a time, each of which must be refused with a message that
-names the file and what was expected or found.
+Loading is checked against files built by hand, one defect at a time, each
+of which must be refused with a message that names the file and what was
+expected or found. (Prediction is :func:`fastnet.engine.predict_proba`,
+tested in tests/test_engine.py.)
 """
 import json
 import os
@@ -14,20 +14,6 @@ import pytest
 from fastnet.model import FORMAT, FORMAT_VERSION, MLP, ModelFormatError
 
 DTYPES = ["float32", "float64"]
-ENGINES = ["numba", "numpy"]
-
-
-def numpy_forward(model, x):
-    """Softmax probabilities of ``x (N, D)`` (floats, already scaled), in float64,
-    computed from the named parameters: Z = A W + b, ReLU between layers."""
-    named = model.named_parameters()
-    a = np.asarray(x, np.float64)
-    for i in range(1, model.n_layers + 1):
-        a = a @ named[f"W{i}"].astype(np.float64) + named[f"b{i}"].astype(np.float64)
-        if i < model.n_layers:
-            a = np.maximum(a, 0)
-    a = np.exp(a - a.max(axis=1, keepdims=True))
-    return a / a.sum(axis=1, keepdims=True)
 
 
 def random_model(sizes, dtype, rng):
@@ -145,86 +131,6 @@ def test_float32_and_float64_draw_the_same_init():
     a = MLP((20, 8, 3), dtype="float32", seed=5)
     b = MLP((20, 8, 3), dtype="float64", seed=5)
     np.testing.assert_allclose(a.params, b.params, rtol=1e-6)
-
-
-# --- prediction -----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_predict_proba_matches_numpy_forward(rng, dtype, engine):
-    model = random_model((784, 33, 17, 10), dtype, rng)
-    # Sparse like MNIST: most pixels zero, including a row that is all zeros.
-    images = rng.integers(0, 256, (37, 28, 28)).astype(np.uint8)
-    images[rng.random(images.shape) < 0.8] = 0
-    images[5] = 0
-    probs = model.predict_proba(images, engine=engine)
-    assert probs.shape == (37, 10)
-    assert probs.dtype == np.dtype(dtype)
-    rtol = 1e-4 if dtype == "float32" else 1e-10
-    np.testing.assert_allclose(probs.sum(axis=1), 1, rtol=rtol, err_msg="rows sum to 1")
-    expected = numpy_forward(model, images.reshape(37, -1) / 255.0)
-    np.testing.assert_allclose(probs, expected, rtol=rtol, atol=1e-6 if dtype == "float32" else 1e-13)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_image_and_row_shapes_and_float_input_agree(rng, dtype):
-    model = random_model((784, 16, 10), dtype, rng)
-    images = rng.integers(0, 256, (9, 28, 28)).astype(np.uint8)
-    from_images = model.predict_proba(images)
-    from_rows = model.predict_proba(images.reshape(9, 784))
-    np.testing.assert_array_equal(from_images, from_rows)
-    # Floats are taken as they are with scale=1.
-    floats = (images.reshape(9, 784) / 255.0).astype(dtype)
-    rtol = 1e-5 if dtype == "float32" else 1e-12
-    np.testing.assert_allclose(model.predict_proba(floats, scale=1), from_images, rtol=rtol, atol=1e-7)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_engines_agree(rng, dtype):
-    model = random_model((784, 40, 10), dtype, rng)
-    images = rng.integers(0, 256, (50, 784)).astype(np.uint8)
-    a = model.predict_proba(images, engine="numba")
-    b = model.predict_proba(images, engine="numpy")
-    np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == "float32" else 1e-12, atol=1e-7)
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_batches_do_not_change_the_answer(rng, engine):
-    # 23 samples in batches of 5: four full batches and a last one of 3.
-    model = random_model((784, 12, 10), "float64", rng)
-    images = rng.integers(0, 256, (23, 784)).astype(np.uint8)
-    whole = model.predict_proba(images, engine=engine)
-    batched = model.predict_proba(images, engine=engine, batch_size=5)
-    np.testing.assert_allclose(batched, whole, rtol=1e-14, atol=0)
-
-
-def test_predict_is_argmax(rng):
-    model = random_model((784, 16, 10), "float32", rng)
-    images = rng.integers(0, 256, (64, 28, 28)).astype(np.uint8)
-    predictions = model.predict(images)
-    assert predictions.shape == (64,)
-    assert predictions.dtype == np.int64
-    np.testing.assert_array_equal(predictions, model.predict_proba(images).argmax(axis=1))
-
-
-@pytest.mark.parametrize("shape", [(0, 28, 28), (0, 784)])
-def test_predict_on_no_images(shape):
-    model = MLP((784, 8, 10))
-    assert model.predict_proba(np.zeros(shape, np.uint8)).shape == (0, 10)
-    assert model.predict(np.zeros(shape, np.uint8)).shape == (0,)
-
-
-@pytest.mark.parametrize("shape", [(5, 27, 28), (5, 783), (784,)])
-def test_predict_refuses_the_wrong_width(shape):
-    model = MLP((784, 8, 10))
-    with pytest.raises(ValueError, match=r"images: expected \(N, 784\)"):
-        model.predict_proba(np.zeros(shape, np.uint8))
-
-
-def test_predict_refuses_an_unknown_engine():
-    with pytest.raises(ValueError, match="engine"):
-        MLP((4, 3)).predict_proba(np.zeros((1, 4)), engine="torch")
 
 
 # --- files: round trip ----------------------------------------------------------
