@@ -3,12 +3,13 @@ background thread while the main thread reads the data set.
 
 A warm start is mostly two waits that need not follow each other:
 
-- Numba: importing it (about 0.3 s), loading its typing and lowering
-  registries on the first compiled call (0.2-0.6 s) and loading the run's
-  compiled functions from its cache (under 0.1 s), all Python code holding
-  the GIL; on a cold cache, compiling them (10-25 s);
-- the data: decompressing MNIST's gzip files (0.2-0.3 s in zlib, which
-  releases the GIL), or downloading them.
+- Numba: importing it, loading its typing and lowering registries on the
+  first compiled call and loading the run's compiled functions from its
+  cache, all Python code holding the GIL; on a cold cache, compiling them;
+- the data: decompressing MNIST's gzip files (in zlib, which releases the
+  GIL), or downloading them.
+
+(How long each takes is measured in docs/performance.md, "Warm start".)
 
 :class:`Prewarm` runs the first on a daemon thread, through a stand-in
 :class:`~fastnet.train.Trainer` of the same configuration on a few zero

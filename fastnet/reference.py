@@ -171,7 +171,7 @@ def adam_update(param, m, v, grad, lr, beta1, beta2, eps, weight_decay, step):
 
 
 def gather_batch(x, y, images, labels, order, start, scale):
-    """Copy samples ``order[start:start+B]`` into ``x`` (as floats times ``scale``) and ``y``."""
+    """Copy samples ``order[start:start+B]`` into ``x`` (converted to ``x``'s dtype, times ``scale``) and ``y``."""
     # images (N, D), labels (N,), order (N,), x (B, D), y (B,)
     rows = order[start:start + x.shape[0]]
     np.multiply(images[rows], x.dtype.type(scale), out=x)

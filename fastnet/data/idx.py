@@ -59,9 +59,9 @@ _MAX_DEFLATE_RATIO = 1032
 #: Compressed bytes handed to zlib per call, and the most decompressed bytes
 #: one call may return. zlib runs without the GIL, so few large calls let
 #: another thread (Numba loading the kernels, see fastnet.prewarm) run
-#: meanwhile: with 300 KB pieces each return to Python waited for that
-#: thread's turn, and loading MNIST took twice as long. (Handing zlib the
-#: whole file at once would cost a copy of it, held while it is read.)
+#: meanwhile: after each call the reader waits for that thread's turn, so
+#: small pieces slow loading (docs/performance.md, "Warm start"). (Handing
+#: zlib the whole file at once would cost a copy of it, held while it is read.)
 _GZ_CHUNK = 1 << 20
 _GZ_PIECE = 8 << 20
 #: Raw bytes read per call when converting a file to float32 on the fly.

@@ -1,12 +1,11 @@
 """The output layer: linear, softmax and cross-entropy as one layer.
 
 A network's last layer is narrow (10 classes): a loop along its rows of 10
-weights does not vectorise, and as three kernels (linear, softmax, linear
-backward) it cost as much per batch as the 784-wide first layer. These two
-kernels work from the weights transposed into scratch, ``(K, D)``, so that
-every inner loop runs along the ``D`` inputs: the logits are ``K`` dot
-products, the input gradient ``K`` scaled rows added, and the weight
-gradient ``K`` rows added to a per-part sum, all in memory order.
+weights does not vectorise. These two kernels work from the weights
+transposed into scratch, ``(K, D)``, so that every inner loop runs along
+the ``D`` inputs: the logits are ``K`` dot products, the input gradient
+``K`` scaled rows added, and the weight gradient ``K`` rows added to a
+per-part sum, all in memory order.
 
 ``scratch (S + 1, K, D + 1)`` (the weights' dtype) holds the transposed
 weights in ``scratch[0, :, :D]``; :func:`classifier_backward` keeps part

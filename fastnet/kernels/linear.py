@@ -59,7 +59,7 @@ def linear_backward_input(dinp, dout, weight):
 
     Each ``dinp[b, d]`` is the dot product of ``dout[b]`` and ``weight[d]``,
     four rows of the batch at a time: each weight row loaded serves four
-    sums, which took the kernel to 0.53-0.71x of one row at a time.
+    sums, not one.
     Parallel over groups of four rows; the result does not depend on the
     thread count.
     """
@@ -125,7 +125,7 @@ ROW_GROUP = 4
 #: :func:`sparse_linear_forward` takes rows four at a time when the inputs
 #: non-zero in any of four rows number at most this many times those of one
 #: row (on average): dense inputs (1.0) and Fashion-MNIST (1.6 on average)
-#: gained from it, MNIST (2.05) lost 11%.
+#: gain from it, MNIST (2.05) loses (docs/performance.md, "Tried and measured").
 ROW_GROUP_OVERLAP = 1.7
 
 
@@ -158,9 +158,8 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
 
     Each row first lists its non-zero columns in a row of ``index`` without
     a branch, then adds eight weight rows per pass over ``out[b]``: eight
-    times fewer loads and stores of ``out`` than one row at a time (four a
-    pass measured up to 7% slower on denser inputs), and no mispredicted
-    branch per input. The sparser ``inp``, the faster (81% of
+    times fewer loads and stores of ``out`` than one row at a time, and no
+    mispredicted branch per input. The sparser ``inp``, the faster (81% of
     MNIST's pixels and about half of the ReLU outputs are zero).
 
     On denser inputs the rows go :data:`ROW_GROUP` (4) at a time: the columns
@@ -169,9 +168,9 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
     other three. A zero input then adds ``0 * weight``, which changes
     nothing while the weights are finite (an infinite weight would turn
     into NaN where a row skips it). :func:`_group_rows` decides from the
-    first four rows; either way gives the same bits. Grouped, a forward pass took 0.64x the time on
-    dense input and 0.93x on Fashion-MNIST; on MNIST it would take 1.11x,
-    so MNIST goes one row at a time.
+    first four rows (:data:`ROW_GROUP_OVERLAP`); either way gives the same
+    bits. Four MNIST digits share few non-zero pixels, so grouping would
+    not pay there: MNIST goes one row at a time.
 
     The batch is cut into ``S = index.shape[0]`` parts that run in parallel,
     part ``s`` using ``index[s]`` as its list; any ``S >= 1`` gives the same
@@ -204,7 +203,7 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
                     x0, x1, x2, x3 = t(inp[b, d0]) * a, t(inp[b, d1]) * a, t(inp[b, d2]) * a, t(inp[b, d3]) * a
                     x4, x5, x6, x7 = t(inp[b, d4]) * a, t(inp[b, d5]) * a, t(inp[b, d6]) * a, t(inp[b, d7]) * a
                     # The grouped loop below is kept apart: one loop serving both
-                    # cases cost this one-row case 2-11% on MNIST.
+                    # cases slowed this one-row case on MNIST.
                     for h in range(H):  # a chain of eight multiply-adds (fused: no 'reassoc' here)
                         out[b, h] = _chain8(out[b, h], x0, x1, x2, x3, x4, x5, x6, x7,
                                             weight[d0, h], weight[d1, h], weight[d2, h], weight[d3, h],
@@ -331,12 +330,10 @@ def sparse_linear_backward_params(dweight, dbias, index, dout, inp, scale):
     The rows of ``dweight`` are filled :data:`COLUMN_GROUP` (4) at a time:
     the samples whose input is non-zero in any of the four columns are
     listed, then eight of their ``dout`` rows are added per pass to all four
-    rows of ``dweight``, each ``dout`` row loaded once for the four. Against
-    one row at a time this took the kernel to 0.50x on dense input and
-    0.65-0.84x on MNIST at batch 128 and 512. Images gain because
-    neighbouring pixels are zero or non-zero together; on inputs whose zeros
-    have no spatial pattern (19% non-zero at random) the shared list is
-    three times as long, and the kernel took 1.25-1.38x the old time.
+    rows of ``dweight``, each ``dout`` row loaded once for the four. Images
+    gain because neighbouring pixels are zero or non-zero together; on
+    inputs whose zeros have no spatial pattern the shared list is much
+    longer than each column's own, and one row at a time would be faster.
 
     A batch larger than :data:`SAMPLE_CHUNK` is taken that many samples at
     a time, so the part of ``inp`` and ``dout`` in use stays in cache (a
