@@ -174,7 +174,7 @@ _Cache = None
 
 # --- the threading layer, started on import (checked on Numba 0.68) ---------------------
 #
-# Starting it (4 ms) makes known the symbols that compiled parallel loops call.
+# Starting it (a few milliseconds) makes known the symbols that compiled parallel loops call.
 # Numba's cache can hold a caller of fastnet's parallel kernels (the engine's
 # training loop, or a user's cached function) without the hook that starts the
 # layer: the hook is dropped when the kernels themselves came from the cache as

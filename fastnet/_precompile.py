@@ -2,8 +2,8 @@
 
 ``python -m fastnet._precompile`` compiles what a default run calls (float32
 parameters, uint8 data, any depth, every update rule) and leaves it in
-Numba's cache beside the package, where every later process loads it in
-well under a second. ``setup.py`` runs it when it builds fastnet, so that
+Numba's cache beside the package, where every later process loads it
+instead of compiling it. ``setup.py`` runs it when it builds fastnet, so that
 ``pip install .`` and ``pip install -e .`` both ship the compiled loop and
 the first ``fastnet-train`` starts at once. Other dtypes compile, once, on
 first use.
@@ -114,7 +114,7 @@ def main(argv=None):
         TASKS[task](part)
         return 0
     t0 = time.perf_counter()
-    print("fastnet: compiling the training loop into Numba's cache (once, about half a minute)...", flush=True)
+    print("fastnet: compiling the training loop into Numba's cache (once)...", flush=True)
     _in_two_processes("kernels", "0", "1")
     _in_two_processes("passes", "train", "predict")
     print(f"fastnet: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
