@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass, field
 
 import numba
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import engine as _engine
 from .config import TrainConfig
@@ -91,6 +90,8 @@ def thread_limit(threads):
             f"threads: expected at most {numba.config.NUMBA_NUM_THREADS} "
             f"(NUMBA_NUM_THREADS), got {threads}"
         )
+    from threadpoolctl import threadpool_limits  # here, not at import: only a run with --threads needs it
+
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
