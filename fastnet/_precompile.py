@@ -11,9 +11,10 @@ first use.
 A compiled caller links its callees' code, so the kernels must be compiled
 before the loop. They are independent of each other, so they are split in
 two groups and compiled by two processes at once, each for the exact
-argument types the loop passes them (:func:`kernel_signatures`); then one
-process compiles the training loop and the other the prediction pass, both
-finding every kernel in the cache. A
+argument types the loop passes them (:func:`kernel_signatures`); then the
+training loop compiles, finding every kernel in the cache, and with it the
+prediction pass. (Two processes never compile the same function: each would
+rewrite its cache index, and one's entry could be lost.) A
 signature missed here costs nothing but time: the loop's compile then
 compiles that kernel itself.
 
@@ -27,12 +28,14 @@ import subprocess
 import sys
 import time
 
-#: The kernels of each group; each group compiles in about the same time.
+#: The two processes' shares of the kernels' compiles, as (kernel, which of its signatures in
+#: :func:`kernel_signatures`): about equal in time, the costliest (the sparse kernels, one
+#: signature for the data as stored and one for activations) split between them.
 GROUPS = (
-    ("sparse_linear_forward", "linear_backward_input", "relu_forward", "relu_backward", "sgd_update",
-     "momentum_update"),
-    ("sparse_linear_backward_params", "classifier_forward", "classifier_backward", "adam_update",
-     "gather_batch"),
+    (("sparse_linear_forward", 0), ("sparse_linear_backward_params", 1), ("classifier_forward", 0),
+     ("relu_forward", 0), ("relu_backward", 0), ("sgd_update", 0), ("momentum_update", 0), ("adam_update", 0)),
+    (("sparse_linear_forward", 1), ("sparse_linear_backward_params", 0), ("classifier_backward", 0),
+     ("linear_backward_input", 0), ("gather_batch", 0)),
 )
 
 
@@ -62,19 +65,20 @@ def kernel_signatures(dtype="float32", stored="uint8"):
     }
 
 
-def compile_kernels(names, dtype="float32", stored="uint8"):
-    """Compile (or load from the cache) the kernels ``names`` for the loop's argument types."""
+def compile_kernels(group, dtype="float32", stored="uint8"):
+    """Compile (or load from the cache) the kernels of ``group`` (a :data:`GROUPS` entry)
+    for the loop's argument types."""
     from . import kernels
 
     signatures = kernel_signatures(dtype, stored)
-    for name in names:
-        for sig in signatures[name]:
-            getattr(kernels, name).compile(sig)
+    for name, which in group:
+        getattr(kernels, name).compile(signatures[name][which])
 
 
-def compile_passes(part, dtype="float32"):
-    """Compile (or load) the engine's ``part`` ("train": the training loop;
-    "predict": the prediction pass) as a run of ``dtype`` on uint8 images calls it."""
+def compile_loop(dtype="float32"):
+    """Compile (or load) the training loop as a run of ``dtype`` on uint8 images
+    calls it; the prediction pass (:func:`fastnet.engine.forward`, inlined in
+    the loop) is compiled and cached with it."""
     import numpy as np
 
     from .config import TrainConfig
@@ -82,42 +86,37 @@ def compile_passes(part, dtype="float32"):
 
     stand_in = Trainer(TrainConfig(dtype=dtype, hidden=(8,), batch_size=8), np.zeros((8, 16), np.uint8),
                        np.zeros(8, np.int32))
-    calls = stand_in.warmup_calls()
-    for fn, args in calls[:1] if part == "train" else calls[1:]:
+    for fn, args in stand_in.warmup_calls():
         stand_in.ops.prepare(fn, *args)
 
 
-def _in_two_processes(task, first, second):
-    """Run ``task(first)`` here while a second process runs ``--task task second``."""
-    worker = subprocess.Popen([sys.executable, "-m", "fastnet._precompile", "--task", task, second])
+def _kernels_in_two_processes():
+    """Compile :data:`GROUPS` [0] here while a second process compiles :data:`GROUPS` [1]."""
+    worker = subprocess.Popen([sys.executable, "-m", "fastnet._precompile", "--group", "1"])
     try:
-        TASKS[task](first)
+        compile_kernels(GROUPS[0])
     finally:
         if worker.wait() != 0:
             print(f"fastnet: a compile process failed (exit code {worker.returncode}); "
-                  "what it had to compile compiles on first use", flush=True)
-
-
-TASKS = {
-    "kernels": lambda group: compile_kernels(GROUPS[int(group)]),
-    "passes": compile_passes,
-}
+                  "its kernels compile with the loop", flush=True)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastnet._precompile", description=__doc__.splitlines()[0])
-    parser.add_argument("--task", nargs=2, metavar=("TASK", "PART"), default=None,
-                        help="one part of the work (what the second process runs): kernels 0|1, passes train|predict")
+    parser.add_argument("--group", type=int, choices=range(len(GROUPS)), default=None,
+                        help="compile one group of kernels only (the second process's share)")
     args = parser.parse_args(argv)
-    if args.task is not None:
-        task, part = args.task
-        TASKS[task](part)
+    if args.group is not None:
+        compile_kernels(GROUPS[args.group])
         return 0
     t0 = time.perf_counter()
     print("fastnet: compiling the training loop into Numba's cache (once)...", flush=True)
-    _in_two_processes("kernels", "0", "1")
-    _in_two_processes("passes", "train", "predict")
-    print(f"fastnet: compiled in {time.perf_counter() - t0:.1f} s", flush=True)
+    _kernels_in_two_processes()
+    t1 = time.perf_counter()
+    compile_loop()
+    t2 = time.perf_counter()
+    print(f"fastnet: compiled in {t2 - t0:.1f} s (kernels {t1 - t0:.1f} s in two processes, loop {t2 - t1:.1f} s)",
+          flush=True)
     return 0
 
 
