@@ -1,12 +1,12 @@
 """Child process of benchmarks/test_startup.py: start as fastnet-train starts, up to the first batch.
 
-Usage: python _startup_child.py MNIST_DIR THREADS SPAWNED_AT
+Usage: python _startup_child.py MNIST_DIR THREADS SPAWNED_AT [DEPTH]
 
 As ``fastnet-train`` does: starts compiling (or loading from NUMBA_CACHE_DIR)
 everything a default run needs on a background thread
 (:class:`fastnet.prewarm.Prewarm`), loads MNIST's training set meanwhile,
 builds a Trainer with the default configuration (on ten batches' worth of
-it), waits for the warm-up and runs ``Trainer.warmup()`` (which finds
+it; with ``DEPTH``, that many hidden layers of the default width), waits for the warm-up and runs ``Trainer.warmup()`` (which finds
 everything compiled), then trains until the first batch is done.
 
 Prints one JSON line of seconds: ``import`` (fastnet's light modules: Numba
@@ -28,11 +28,13 @@ from fastnet.config import TrainConfig  # noqa: E402
 from fastnet.prewarm import Prewarm  # noqa: E402
 
 
-def main(mnist_dir, threads, spawned_at):
+def main(mnist_dir, threads, spawned_at, depth=None):
     t_import = time.perf_counter()
     # ten batches, so that the first progress report comes right after the first batch
     config = TrainConfig(threads=int(threads))
     config = config.replace(limit=10 * config.batch_size)
+    if depth is not None:
+        config = config.replace(hidden=config.hidden[:1] * int(depth))
     prewarm = Prewarm(config).start()
     from fastnet.data import load_dataset  # as fastnet-train: the data modules after the start
 

@@ -114,7 +114,7 @@ SPECS = {
     "linear_backward_input": dict(
         args=dict(dinp=Out(FLOAT, "B", "D"), dout=In(FLOAT, "B", "H"), weight=In(FLOAT, "D", "H"))),
     "sparse_linear_forward": dict(
-        args=dict(out=Out(FLOAT, "B", "H"), index=Scratch(INT, "S>=1", "D"), inp=In(NUMBER, "B", "D"),
+        args=dict(out=Out(FLOAT, "B", "H"), index=Scratch(INT, "S>=1", ">=D"), inp=In(NUMBER, "B", "D"),
                   weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"), scale=REAL)),
     "sparse_linear_backward_params": dict(
         args=dict(dweight=Out(FLOAT, "D", "H"), dbias=Out(FLOAT, "H"), index=Scratch(INT, "S>=1", ">=B"),

@@ -56,8 +56,8 @@ def make_args(name, dtype, rng):
                 shape.append(SIZES[dim[2:]])
             elif "+" in dim and ">=" not in dim:         # "D+1"
                 shape.append(sum(SIZES[t] if t.isalpha() else int(t) for t in dim.split("+")))
-            else:                                   # ">=B", ">=start+B": a little more than needed
-                shape.append(SIZES["N"] if "start" in dim else SIZES["B"] + 2)
+            else:                                   # ">=B", ">=D", ">=start+B": a little more than needed
+                shape.append(SIZES["N"] if "start" in dim else SIZES[dim[2:]] + 2)
         if spec.kind == checked.NUMBER:
             args[arg] = rng.integers(0, 256, shape, dtype=np.uint8)
         elif spec.kind == checked.INT and spec.role == "scratch":

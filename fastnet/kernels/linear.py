@@ -179,7 +179,7 @@ def sparse_linear_forward(out, index, inp, weight, bias, scale):
     at a time (compiled without 'reassoc'), so neither the thread count nor
     the input's dtype (uint8 pixels or their float32 copy) changes the result.
     """
-    # inp (B, D) any numeric dtype, weight (D, H), bias (H,), out (B, H), index (S, D) int32
+    # inp (B, D) any numeric dtype, weight (D, H), bias (H,), out (B, H), index (S, >=D) int32
     B, D = inp.shape
     H = weight.shape[1]
     G = ROW_GROUP if _group_rows(inp) else 1
