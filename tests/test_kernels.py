@@ -394,6 +394,30 @@ def test_update_rules_match_reference_over_steps(rng, rule_cfg, P, weight_decay,
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_float32_adam_tracks_a_float64_evaluation(rng, impl):
+    """Adam's moments weigh the gradient by ``1 - beta`` taken in float64 and then
+    rounded: ``1 - float32(0.999)`` is 1.3e-5 (relatively) off ``float32(1 - 0.999)``,
+    an error no later step corrects. 200 float32 steps stay within float32 rounding
+    of the same formulas evaluated in float64."""
+    P, lr, beta1, beta2, eps, wd = 64, 1e-3, 0.9, 0.999, 1e-8, 1e-4
+    p = rng.standard_normal(P).astype(np.float32)
+    m, v = np.zeros(P, np.float32), np.zeros(P, np.float32)
+    p64, m64, v64 = p.astype(np.float64), np.zeros(P), np.zeros(P)
+    for step in range(1, 201):
+        g = rng.standard_normal(P).astype(np.float32)
+        impl.adam_update(p, m, v, g, lr, beta1, beta2, eps, wd, step)
+        g64 = g + wd * p64
+        m64 = beta1 * m64 + (1 - beta1) * g64
+        v64 = beta2 * v64 + (1 - beta2) * g64 * g64
+        p64 -= lr * (m64 / (1 - beta1**step)) / (np.sqrt(v64 / (1 - beta2**step)) + eps)
+        if step == 1:  # one rounding of each factor: far below the 1.3e-5 of a float32 (1 - beta)
+            np.testing.assert_allclose(v, v64, rtol=5e-7, err_msg="v after step 1")
+    np.testing.assert_allclose(v, v64, rtol=3e-6, err_msg="v after 200 steps")
+    np.testing.assert_allclose(m, m64, rtol=1e-4, atol=1e-6, err_msg="m after 200 steps")
+    np.testing.assert_allclose(p, p64, rtol=1e-5, atol=1e-6, err_msg="param after 200 steps")
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_first_steps_by_formula(rng, impl, dtype):
     """The first steps of each rule, from their definitions, with a zero start state."""
