@@ -297,6 +297,8 @@ def read_csv(path: PathLike, label_column: str | int | None = None, *, labels: b
         raise DataError('reading CSV needs pyarrow: pip install "fastnet[csv]"') from None
     if labels is False and label_column is not None:
         raise ValueError("label_column is meaningless with labels=False")
+    if Path(path).is_dir():
+        raise DataError(f"{name}: is a folder, expected a CSV file")
     if not Path(path).is_file():
         raise DataError(f"{name}: no such file")
 
@@ -306,26 +308,23 @@ def read_csv(path: PathLike, label_column: str | int | None = None, *, labels: b
     columns = [pc.utf8_trim_whitespace(table.column(j).combine_chunks())
                for j in range(table.num_columns)]
 
-    # Header detection, parsing each column at most twice.
-    parsed = []  # per column: float64 array of the data rows, or None
-    header = False
+    # Header detection: parse each column below its first field, then the
+    # first field alone (cheap), so that each field is parsed once.
+    heads, rests = [], []   # per column: float64 NumPy array, or None where a field is not a number
     for col in columns:
-        values = _try_cast(col, pa.float64(), pc, pa)
-        if values is None:
-            rest = _try_cast(col[1:], pa.float64(), pc, pa)
-            if rest is not None:
-                header = True
-            parsed.append(rest)
-        else:
-            parsed.append(values)
+        rest = _try_cast(col[1:], pa.float64(), pc, pa)
+        head = _try_cast(col[:1], pa.float64(), pc, pa)
+        rests.append(None if rest is None else rest.to_numpy())
+        heads.append(None if head is None else head.to_numpy())
+    header = any(head is None and rest is not None for head, rest in zip(heads, rests))
     if header:
         names = [col[0].as_py() for col in columns]
-        # A column numeric in every row (header field included) lost its first value.
-        parsed = [None if p is None else (p[1:] if len(p) == len(col) else p)
-                  for p, col in zip(parsed, columns)]
         columns = [col[1:] for col in columns]
+        parsed = rests
     else:
         names = None
+        parsed = [None if head is None or rest is None else np.concatenate([head, rest])
+                  for head, rest in zip(heads, rests)]
     first_line = 2 if header else 1   # the record number of the first data row
 
     if first_bad is not None:
@@ -356,17 +355,16 @@ def read_csv(path: PathLike, label_column: str | int | None = None, *, labels: b
             if not text:
                 raise DataError(f"{where(j, i)}: empty field, expected a number")
             raise DataError(f"{where(j, i)}: '{text}' is not a number")
-        values = values.to_numpy()
-        finite = np.isfinite(values)
+        with np.errstate(over="ignore"):  # overflow to inf is caught just below
+            x[:, k] = values
+        finite = np.isfinite(x[:, k])
         if not finite.all():
             i = int(np.flatnonzero(~finite)[0])
-            raise DataError(f"{where(j, i)}: {columns[j][i].as_py()}; features must be finite")
-        with np.errstate(over="ignore"):  # overflow to inf is checked just below
-            x[:, k] = values
-        if not np.isfinite(x[:, k]).all():
-            i = int(np.flatnonzero(~np.isfinite(x[:, k]))[0])
-            raise DataError(f"{where(j, i)}: {columns[j][i].as_py()} is too large for float32 "
-                            f"(at most {np.finfo(np.float32).max:.4g} in magnitude)")
+            text = columns[j][i].as_py()
+            if np.isfinite(values[i]):
+                raise DataError(f"{where(j, i)}: {text} is too large for float32 "
+                                f"(at most {np.finfo(np.float32).max:.4g} in magnitude)")
+            raise DataError(f"{where(j, i)}: {text}; features must be finite")
     if not labels:
         return x
 
