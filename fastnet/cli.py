@@ -1,4 +1,5 @@
-"""The commands: ``fastnet-train`` trains and saves a model, ``fastnet-eval`` tests a saved one.
+"""The commands: ``fastnet-train`` trains and saves a model, ``fastnet-eval`` tests a saved one,
+``fastnet-predict`` asks a saved one about new samples.
 
 Each builds its parser in a function and returns an exit code from
 ``main(argv=None)``: 0 done, 1 a runtime error (data missing, a corrupt file,
@@ -19,7 +20,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from .config import DATASETS, DTYPES, ENGINES, OPTIMIZERS, SCHEDULES, ConfigError, TrainConfig
+import numpy as np
+
+from .config import (
+    DATASETS,
+    DTYPES,
+    ENGINES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ConfigError,
+    TrainConfig,
+)
 
 DEFAULT_SAVE = "fastnet-model.npz"
 
@@ -181,6 +192,28 @@ def build_eval_parser():
                         help="the data set to test on; default: the one the model was trained on (else mnist)")
     parser.add_argument("--data", metavar="DIR", default=None, help="a folder holding the data set's four IDX files")
     parser.add_argument("--offline", action="store_true", help="never download; fail if the data is not on disk")
+    parser.add_argument("--engine", choices=ENGINES, default=_DEFAULTS.engine, help="which kernels run the model")
+    parser.add_argument("--threads", metavar="N", type=_positive_int, default=None,
+                        help="Numba (and BLAS) threads; default: all cores")
+    return parser
+
+
+def build_predict_parser():
+    """The ``fastnet-predict`` parser."""
+    parser = _Parser(
+        prog="fastnet-predict",
+        description="Predict the class of each sample with a saved fastnet model.\n\n"
+                    "INPUT: .npy arrays of samples (N, ...); .npz files of x_train, y_train[, x_test, y_test] "
+                    "(their x_test, else x_train); CSV files of feature rows (header optional); images (PNG, JPEG, ...: prepared as "
+                    "MNIST's digits were, for 28x28 models; needs Pillow). uint8 arrays are pixels (scaled by "
+                    "1/255 as in training); float arrays are used as they are.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="a model or checkpoint written by fastnet-train")
+    parser.add_argument("inputs", metavar="INPUT", nargs="+", help="files of samples to predict")
+    parser.add_argument("--output", "-o", metavar="FILE", default=None,
+                        help="write a CSV (id, label, one probability column per class) instead of printing "
+                             "the top 3 classes of each sample")
     parser.add_argument("--engine", choices=ENGINES, default=_DEFAULTS.engine, help="which kernels run the model")
     parser.add_argument("--threads", metavar="N", type=_positive_int, default=None,
                         help="Numba (and BLAS) threads; default: all cores")
@@ -711,6 +744,108 @@ def _evaluate(args):
           f"loss {evaluation.loss:.4f}, {seconds:.2f} s")
     print(format_confusion(evaluation.confusion))
     return 0
+
+
+def predict_main(argv=None):
+    """``fastnet-predict MODEL INPUT...``: each sample's predicted class and the class probabilities."""
+    parser = build_predict_parser()
+    args = parser.parse_args(argv)
+    _check_threads(parser, args.threads)
+    return _run(parser.prog, lambda: _predict(args))
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def _read_samples(path):
+    """``[(id, sample array)]`` of one INPUT file: ``name`` for an image,
+    ``name:row`` (rows from 1) for the rows of an array or CSV file."""
+    from .data import readers
+
+    suffix = Path(path).suffix.lower()
+    try:
+        if suffix in _IMAGE_SUFFIXES:
+            from .data.images import read_image
+
+            return [(path, read_image(path))]
+        if suffix == ".npy":
+            rows = readers.read_npy(path)
+        elif suffix == ".npz":
+            data = readers.read_npz(path)
+            rows = data.x_train if data.x_test is None else data.x_test
+        elif suffix == ".csv":
+            rows = readers.read_csv(path, labels=False)
+        else:
+            raise CommandError(f"{path}: expected .npy, .npz, .csv or an image ({', '.join(_IMAGE_SUFFIXES)}), "
+                               f"found {suffix or 'no suffix'}")
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a folder; pass files of samples") from None
+    except (ValueError, ImportError) as exc:  # readers.DataError and images' errors are ValueErrors
+        raise CommandError(str(exc)) from None
+    return [(f"{path}:{i}", row) for i, row in enumerate(rows, start=1)]
+
+
+def _samples_matrix(model, samples):
+    """Stack ``samples`` into one ``(N, D)`` array for ``model``: uint8 if all are uint8, else float."""
+    D = model.sizes[0]
+    for name, x in samples:
+        if x.size != D:
+            raise CommandError(f"{name}: the model takes {D} values per sample, found {x.size} "
+                               f"(shape {x.shape})")
+    dtype = samples[0][1].dtype if len({x.dtype for _, x in samples}) == 1 else model.dtype
+    if dtype != np.uint8:
+        dtype = model.dtype
+    return np.stack([np.asarray(x, dtype).reshape(D) for _, x in samples])
+
+
+def _predict(args):
+    from ._files import atomic_write
+    from .engine import predict_proba
+    from .model import MLP, ModelFormatError
+    from .train import thread_limit
+
+    try:
+        model = MLP.load(args.model)
+    except (OSError, ModelFormatError) as exc:
+        raise CommandError(_model_error(exc, args.model)) from None
+    output = None if args.output is None else Path(args.output)
+    if output is not None:
+        for given in (args.model, *args.inputs):
+            if Path(given).exists() and output.resolve() == Path(given).resolve():
+                raise CommandError(f"--output {args.output}: is one of the inputs; pass another file")
+        if not output.resolve().parent.is_dir():
+            raise CommandError(f"--output {args.output}: no such folder {output.parent}")
+    samples = [sample for path in args.inputs for sample in _read_samples(path)]
+    if not samples:
+        raise CommandError(f"{', '.join(args.inputs)}: no samples")
+    x = _samples_matrix(model, samples)
+    with thread_limit(args.threads):
+        probs = predict_proba(model, x, engine=args.engine, scale=1 / 255 if x.dtype == np.uint8 else 1.0)
+    labels = probs.argmax(axis=1)
+    if output is None:
+        for (name, _), p in zip(samples, probs):
+            top = np.argsort(-p, kind="stable")[:3]
+            print(f"{name}: " + ", ".join(f"{k} ({p[k]:.3f})" for k in top))
+        return 0
+    lines = ["id,label," + ",".join(f"p_{k}" for k in range(probs.shape[1]))]
+    lines += [f"{_csv_field(name)},{label}," + ",".join(f"{v:.6g}" for v in p)
+              for (name, _), label, p in zip(samples, labels, probs)]
+    try:
+        with atomic_write(output) as f:
+            f.write(("\n".join(lines) + "\n").encode())
+    except OSError as exc:
+        raise CommandError(f"--output {args.output}: cannot write it ({exc.strerror or exc})") from None
+    print(f"wrote {len(samples)} predictions to {args.output}")
+    return 0
+
+
+def _csv_field(text):
+    """``text`` as one CSV field (quoted if it holds a comma, a quote or a line break)."""
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 if __name__ == "__main__":
