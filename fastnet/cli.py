@@ -822,7 +822,7 @@ def _predict(args):
         raise CommandError(f"{', '.join(args.inputs)}: no samples")
     x = _samples_matrix(model, samples)
     with thread_limit(args.threads):
-        probs = predict_proba(model, x, engine=args.engine, scale=1 / 255 if x.dtype == np.uint8 else 1.0)
+        probs = predict_proba(model, x, engine=args.engine)
     labels = probs.argmax(axis=1)
     if output is None:
         for (name, _), p in zip(samples, probs):

@@ -342,10 +342,13 @@ def params_of(model):
     return Params(model.params, np.asarray(model.sizes, np.int64))
 
 
-def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=1 / 255):
+def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=None):
     """Class probabilities ``(N, K)`` of ``model`` for ``images``: ``(N, D)`` or
-    ``(N, 28, 28)``, uint8 pixels (multiplied by ``scale``) or floats (with ``scale=1``)."""
+    ``(N, ...)``, each value multiplied by ``scale``; by default 1/255 for uint8
+    pixels, as training scales them, and 1 for float features."""
     images = np.asarray(images)
+    if scale is None:
+        scale = 1 / 255 if images.dtype == np.uint8 else 1.0
     if images.ndim >= 2:
         images = images.reshape(images.shape[0], math.prod(images.shape[1:]))
     D = model.sizes[0]

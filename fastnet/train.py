@@ -101,11 +101,21 @@ def thread_limit(threads):
         numba.set_num_threads(before)
 
 
+#: The data types a run trains on as they are stored (never copied to another type):
+#: uint8 pixels, scaled by :data:`PIXEL_SCALE` as they are read, or float features, used as they are.
+FEATURE_DTYPES = ("uint8", "float32", "float64")
+
+
 def _as_rows(images, labels, what):
+    """``images`` (N, ...) as C-contiguous rows (N, D), a view where they already are,
+    and ``labels`` as int32; float features must be finite."""
     images = np.asarray(images)
     labels = np.asarray(labels)
-    if images.dtype != np.uint8 or images.ndim < 2:
-        raise ValueError(f"{what} images: expected uint8 (N, ...) pixels, got {images.dtype} {images.shape}")
+    if str(images.dtype) not in FEATURE_DTYPES or images.ndim < 2:
+        raise ValueError(f"{what} images: expected (N, ...) features of {', '.join(FEATURE_DTYPES)}, "
+                         f"got {images.dtype} {images.shape}")
+    if images.dtype.kind == "f":
+        _check_finite(images, what)
     if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
         raise ValueError(
             f"{what} labels: expected integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
@@ -116,6 +126,18 @@ def _as_rows(images, labels, what):
     rows = images.reshape(images.shape[0], math.prod(images.shape[1:]))
     # one label dtype, so that the compiled loop's types do not depend on the data's
     return np.ascontiguousarray(rows), np.ascontiguousarray(labels, dtype=np.int32)
+
+
+def _check_finite(images, what, rows_at_once=4096):
+    """Raise naming the first sample of ``images`` with a NaN or infinity, checking a
+    few thousand samples at a time, so that the check's memory stays small."""
+    for start in range(0, images.shape[0], rows_at_once):
+        chunk = images[start:start + rows_at_once]
+        bad = ~np.isfinite(chunk.reshape(chunk.shape[0], -1))
+        rows = np.flatnonzero(bad.any(axis=1))
+        if rows.size:
+            value = chunk.reshape(chunk.shape[0], -1)[rows[0]][bad[rows[0]]][0]
+            raise ValueError(f"{what} images: sample {start + int(rows[0])} holds {value}; features must be finite")
 
 
 def split_validation(images, labels, val_split, seed):
@@ -133,7 +155,8 @@ def split_validation(images, labels, val_split, seed):
 
 
 class Trainer:
-    """One training run of ``config`` on uint8 ``images`` (N, 28, 28 or N, D) and ``labels``."""
+    """One training run of ``config`` on ``images`` (N, D) or (N, ...), uint8 pixels or float
+    features (see :data:`FEATURE_DTYPES`), and integer ``labels``."""
 
     def __init__(self, config, images, labels, *, model=None):
         if not isinstance(config, TrainConfig):
@@ -210,8 +233,10 @@ class Trainer:
 
     @property
     def _scales(self):
-        """What a stored value is multiplied by as it is gathered, and as the first layer reads it."""
-        return (1.0, PIXEL_SCALE) if self.acts.x.dtype == self.images.dtype else (PIXEL_SCALE, 1.0)
+        """What a stored value is multiplied by as it is gathered, and as the first layer reads it:
+        uint8 pixels are scaled by :data:`PIXEL_SCALE`, once; float features are used as they are."""
+        scale = PIXEL_SCALE if self.images.dtype == np.uint8 else 1.0
+        return (1.0, scale) if self.acts.x.dtype == self.images.dtype else (scale, 1.0)
 
     def _step_args(self, order, start, count, n, lr):
         c = self.config

@@ -415,3 +415,44 @@ def test_classic_gradient_descent_on_mnist(mnist):
     _, accuracy = reference.classic_gradient_descent(
         X, mnist.train_labels, X_test, mnist.test_labels, init="uniform", seed=0, iterations=500, lr=0.1)
     assert 0.845 <= accuracy <= 0.865, f"test accuracy {accuracy:.4f}"
+
+
+def _blobs(rng, n, d, k, dtype):
+    """``n`` samples of ``d`` float features around ``k`` well separated centres."""
+    centres = rng.standard_normal((k, d)) * 3
+    labels = rng.integers(0, k, n)
+    return (centres[labels] + rng.standard_normal((n, d))).astype(dtype), labels
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_trains_on_float_features_as_they_are(rng, dtype):
+    x, y = _blobs(rng, 3000, 20, 3, dtype)
+    config = TrainConfig(dtype=dtype, hidden=(16,), epochs=3, batch_size=64)
+    trainer = Trainer(config, x, y)
+    assert np.shares_memory(trainer.images, x), "a C-contiguous (N, D) float array is trained on in place"
+    trainer.run()
+    accuracy = evaluate(trainer.model, x, y).accuracy
+    assert accuracy >= 0.95, f"train accuracy {accuracy:.3f}"
+
+
+def test_float_features_are_not_scaled_like_pixels(rng):
+    """Float features reach the first layer as they are: neither gathered nor read with 1/255."""
+    x, y = _blobs(rng, 64, 5, 3, "float32")
+    trainer = Trainer(TrainConfig(hidden=(4,), epochs=1, batch_size=64), x, y)
+    gather_scale, scale = trainer._scales
+    assert gather_scale == scale == 1.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda x: x.astype(np.int64), "expected (N, ...) features of uint8, float32, float64, got int64"),
+    (lambda x: x[:, 0].copy(), "got float32 (50,)"),
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 37, np.nan, x).astype(np.float32),
+     "sample 7 holds nan; features must be finite"),
+    (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 9, np.inf, x).astype(np.float32),
+     "sample 1 holds inf; features must be finite"),
+])
+def test_bad_features_are_refused_with_one_line(rng, bad, message):
+    x, y = _blobs(rng, 50, 5, 3, "float32")
+    with pytest.raises(ValueError, match="training images: ") as e:
+        Trainer(TrainConfig(hidden=(4,)), bad(x), y)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
