@@ -203,10 +203,11 @@ def build_predict_parser():
     parser = _Parser(
         prog="fastnet-predict",
         description="Predict the class of each sample with a saved fastnet model.\n\n"
-                    "INPUT: .npy arrays of samples (N, ...); .npz files of x_train, y_train[, x_test, y_test] "
-                    "(their x_test, else x_train); CSV files of feature rows (header optional); images (PNG, JPEG, ...: prepared as "
-                    "MNIST's digits were, for 28x28 models; needs Pillow). uint8 arrays are pixels (scaled by "
-                    "1/255 as in training); float arrays are used as they are.",
+                    "INPUT: .npy arrays of samples (N, ...); .npz files of x_train, y_train[, x_test, "
+                    "y_test] (their x_test, else x_train); CSV files of feature rows (header optional); "
+                    "images (PNG, JPEG, ...: prepared as MNIST's digits were, for 28x28 models; needs "
+                    "Pillow). uint8 arrays are pixels (scaled by 1/255 as in training); float arrays are "
+                    "used as they are.",
         formatter_class=_HelpFormatter,
     )
     parser.add_argument("model", metavar="MODEL", help="a model or checkpoint written by fastnet-train")
@@ -778,26 +779,24 @@ def _read_samples(path):
         else:
             raise CommandError(f"{path}: expected .npy, .npz, .csv or an image ({', '.join(_IMAGE_SUFFIXES)}), "
                                f"found {suffix or 'no suffix'}")
-    except FileNotFoundError:
-        raise CommandError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CommandError(f"{path}: is a folder; pass files of samples") from None
-    except (ValueError, ImportError) as exc:  # readers.DataError and images' errors are ValueErrors
+    except (ValueError, ImportError) as exc:  # readers.DataError and images' errors (missing files too)
         raise CommandError(str(exc)) from None
     return [(f"{path}:{i}", row) for i, row in enumerate(rows, start=1)]
 
 
 def _samples_matrix(model, samples):
-    """Stack ``samples`` into one ``(N, D)`` array for ``model``: uint8 if all are uint8, else float."""
+    """Stack ``samples`` into one ``(N, D)`` array for ``model``: uint8 pixels if all are
+    uint8, else floats in the model's dtype, with any uint8 pixels among them scaled by
+    1/255 as :func:`~fastnet.engine.predict_proba` scales a uint8 array."""
     D = model.sizes[0]
     for name, x in samples:
         if x.size != D:
             raise CommandError(f"{name}: the model takes {D} values per sample, found {x.size} "
                                f"(shape {x.shape})")
-    dtype = samples[0][1].dtype if len({x.dtype for _, x in samples}) == 1 else model.dtype
-    if dtype != np.uint8:
-        dtype = model.dtype
-    return np.stack([np.asarray(x, dtype).reshape(D) for _, x in samples])
+    if all(x.dtype == np.uint8 for _, x in samples):
+        return np.stack([x.reshape(D) for _, x in samples])
+    return np.stack([(x * (1 / 255) if x.dtype == np.uint8 else x).reshape(D).astype(model.dtype)
+                     for _, x in samples])
 
 
 def _predict(args):

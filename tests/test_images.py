@@ -198,3 +198,12 @@ def test_a_model_scores_mnist_digits_read_from_png_as_it_scores_the_arrays(mnist
 
     assert as_arrays > 0.85, as_arrays  # the model learnt something, so the comparison means something
     assert abs(from_png - as_arrays) <= 0.005, (as_arrays, from_png)
+
+
+def test_an_image_with_too_many_pixels_is_refused_with_one_line(tmp_path, monkeypatch):
+    PIL_Image = pytest.importorskip("PIL.Image")
+    PIL_Image.new("L", (200, 200), 255).save(tmp_path / "big.png")
+    monkeypatch.setattr(PIL_Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses images of over twice this
+    with pytest.raises(ValueError, match="big.png: too large to read") as e:
+        read_image(tmp_path / "big.png")
+    assert "\n" not in str(e.value)

@@ -47,6 +47,18 @@ def test_npy_rows_to_csv_match_predict_proba(tmp_path, capsys, digits_model, rng
     np.testing.assert_allclose(np.array([r[2:] for r in rows[1:]], float), probs, rtol=1e-5)
 
 
+def test_pixels_and_floats_in_one_call_are_scaled_alike(tmp_path, capsys, small_model, rng):
+    """uint8 samples are pixels (scaled by 1/255), float samples are used as they are,
+    also when both come in one call."""
+    pixels = rng.integers(0, 256, (3, 5), dtype=np.uint8)
+    np.save(tmp_path / "pixels.npy", pixels)
+    np.save(tmp_path / "floats.npy", pixels / 255)
+    code, _, err = run(capsys, small_model, tmp_path / "pixels.npy", tmp_path / "floats.npy", "-o", tmp_path / "p.csv")
+    assert code == 0, err
+    probs = np.array([r[2:] for r in read_rows(tmp_path / "p.csv")[1:]], float)
+    np.testing.assert_allclose(probs[:3], probs[3:], rtol=1e-5)
+
+
 def test_without_output_prints_the_top_three(tmp_path, capsys, digits_model, rng):
     np.save(tmp_path / "one.npy", rng.integers(0, 256, (1, 784), dtype=np.uint8))
     code, out, err = run(capsys, digits_model, tmp_path / "one.npy")

@@ -193,6 +193,8 @@ def read_image(path: PathLike) -> np.ndarray:
             gray = np.asarray(PIL.ImageOps.exif_transpose(image).convert("L"))
     except PIL.UnidentifiedImageError:
         raise ValueError(f"{name}: not an image Pillow can read") from None
+    except PIL.Image.DecompressionBombError as error:  # far more pixels than any photo of a digit
+        raise ValueError(f"{name}: too large to read ({error})") from None
     except OSError as error:  # missing, unreadable, truncated
         why = error.strerror or " ".join(str(error).split())
         raise ValueError(f"{name}: cannot read the image ({why})") from None
