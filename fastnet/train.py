@@ -20,6 +20,7 @@ import numpy as np
 
 from . import engine as _engine
 from .config import TrainConfig
+from .data.readers import first_non_finite
 from .model import MLP, ModelFormatError
 
 #: Progress is reported about this many times per epoch.
@@ -114,8 +115,6 @@ def _as_rows(images, labels, what):
     if str(images.dtype) not in FEATURE_DTYPES or images.ndim < 2:
         raise ValueError(f"{what} images: expected (N, ...) features of {', '.join(FEATURE_DTYPES)}, "
                          f"got {images.dtype} {images.shape}")
-    if images.dtype.kind == "f":
-        _check_finite(images, what)
     if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
         raise ValueError(
             f"{what} labels: expected integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
@@ -123,21 +122,13 @@ def _as_rows(images, labels, what):
     if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
         raise ValueError(f"{what} labels: expected class numbers from 0, got values from {labels.min()} "
                          f"to {labels.max()}")
-    rows = images.reshape(images.shape[0], math.prod(images.shape[1:]))
+    rows = np.ascontiguousarray(images.reshape(images.shape[0], math.prod(images.shape[1:])))
+    if rows.dtype.kind == "f":
+        bad = first_non_finite(rows)
+        if bad is not None:
+            raise ValueError(f"{what} images: sample {bad[0]} holds {rows[bad]}; features must be finite")
     # one label dtype, so that the compiled loop's types do not depend on the data's
-    return np.ascontiguousarray(rows), np.ascontiguousarray(labels, dtype=np.int32)
-
-
-def _check_finite(images, what, rows_at_once=4096):
-    """Raise naming the first sample of ``images`` with a NaN or infinity, checking a
-    few thousand samples at a time, so that the check's memory stays small."""
-    for start in range(0, images.shape[0], rows_at_once):
-        chunk = images[start:start + rows_at_once]
-        bad = ~np.isfinite(chunk.reshape(chunk.shape[0], -1))
-        rows = np.flatnonzero(bad.any(axis=1))
-        if rows.size:
-            value = chunk.reshape(chunk.shape[0], -1)[rows[0]][bad[rows[0]]][0]
-            raise ValueError(f"{what} images: sample {start + int(rows[0])} holds {value}; features must be finite")
+    return rows, np.ascontiguousarray(labels, dtype=np.int32)
 
 
 def split_validation(images, labels, val_split, seed):

@@ -36,6 +36,7 @@ import numpy as np
 __all__ = [
     "DataError",
     "TableData",
+    "first_non_finite",
     "read_csv",
     "read_data",
     "read_npy",
@@ -212,15 +213,16 @@ def _checked_features(x, name, what):
     else:
         raise DataError(f"{name}: {what} has dtype {x.dtype}, expected numbers")
     if x.dtype.kind == "f":
-        where = _first_non_finite(x)
+        where = first_non_finite(x)
         if where is not None:
             place = ", ".join(str(int(i)) for i in where)
             raise DataError(f"{name}: {what}[{place}]: {x[where]}; features must be finite")
     return x
 
 
-def _first_non_finite(x):
-    """Index tuple of the first non-finite element of float array ``x``, or None."""
+def first_non_finite(x):
+    """Index tuple of the first non-finite element of float array ``x``, or None; checked
+    a million elements at a time, so a large array costs no boolean array as large."""
     flat = x.reshape(-1)
     for start in range(0, flat.size, _FINITE_CHUNK):
         bad = np.flatnonzero(~np.isfinite(flat[start:start + _FINITE_CHUNK]))
