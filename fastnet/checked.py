@@ -125,6 +125,12 @@ SPECS = {
     "relu_backward": dict(
         args=dict(dinp=Out(FLOAT, "B", "H"), dout=In(FLOAT, "B", "H"), out=In(FLOAT, "B", "H")),
         alias=[("dinp", "dout")]),
+    "dropout_forward": dict(
+        args=dict(act=InOut(FLOAT, "B", "H"), key=Scalar(int), p=Scalar(float, 0))),
+    "dropout_backward": dict(
+        args=dict(dinp=Out(FLOAT, "B", "H"), dout=In(FLOAT, "B", "H"), out=In(FLOAT, "B", "H"),
+                  p=Scalar(float, 0)),
+        alias=[("dinp", "dout")]),
     "softmax_cross_entropy_forward": dict(
         args=dict(probs=Out(FLOAT, "B", "K"), losses=Out(FLOAT, "B"), logits=In(FLOAT, "B", "K"),
                   labels=In(INT, "B")),
@@ -154,6 +160,8 @@ SPECS = {
     "gather_batch": dict(
         args=dict(x=Out(NUMBER, "B", "D"), y=Out(INT, "B"), images=In(NUMBER, "N", "D"), labels=In(INT, "N"),
                   order=In(INT, ">=start+B"), start=Scalar(int, 0), scale=REAL)),
+    "standardize_batch": dict(
+        args=dict(x=InOut(FLOAT, "B", "D"), mean=In(FLOAT, "D"), inv_std=In(FLOAT, "D"))),
 }
 
 

@@ -79,6 +79,60 @@ def relu_backward(dinp, dout, out):
     np.copyto(dinp, np.where(out > 0, dout, 0))
 
 
+# --- inverted dropout -----------------------------------------------------------
+#
+# The mask is a pure function of (key, b, h, H): splitmix64 used as a counter-based
+# generator. All arithmetic is on uint64 arrays, which wrap modulo 2**64 silently
+# (NumPy warns about overflow only for scalars, hence the 1-element arrays).
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    """splitmix64's finalizer on a uint64 array: a bijection that scatters every input bit."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _uint64(n):
+    """The integer ``n`` (any sign) as a 1-element uint64 array, modulo 2**64."""
+    return np.array([int(n) & _MASK64], dtype=np.uint64)
+
+
+def dropout_key(seed, step, layer):
+    """The key of one layer's dropout mask at one step: ``seed``, ``step`` and
+    ``layer`` each folded in by xor, then scrambled by splitmix64's finalizer.
+    Returned as a Python int in int64's range (the 64 bits read as two's complement)."""
+    z = _mix64(_uint64(seed) + _GOLDEN)
+    z = _mix64(z ^ (_uint64(step) + _GOLDEN))
+    z = _mix64(z ^ (_uint64(layer) + _GOLDEN))
+    return int(z.view(np.int64)[0])
+
+
+def dropout_forward(act, key, p):
+    """Inverted dropout in place: unit ``n = b*H + h`` is dropped (set to 0) when
+    ``u = (mix(key + (n + 1) * G) >> 11) / 2**53``, a uniform in [0, 1), is below ``p``;
+    the kept units are multiplied by ``1/(1-p)``, so the layer's expected output is unchanged."""
+    # act (B, H)
+    if p == 0:
+        return
+    n = np.arange(1, act.size + 1, dtype=np.uint64)
+    u = (_mix64(_uint64(key) + n * _GOLDEN) >> np.uint64(11)).astype(np.float64) / 2.0**53
+    keep = (u >= p).reshape(act.shape)
+    scale = act.dtype.type(1.0 / (1.0 - float(p)))
+    np.copyto(act, np.where(keep, act * scale, 0))
+
+
+def dropout_backward(dinp, dout, out, p):
+    """The gradient through dropout and the ReLU before it: ``dinp = dout / (1-p)``
+    where ``out > 0`` (the unit was kept and its ReLU on), 0 elsewhere."""
+    # dout (B, H), out (B, H), dinp (B, H)
+    scale = dinp.dtype.type(1.0 / (1.0 - float(p)))
+    np.copyto(dinp, np.where(out > 0, dout * scale, 0))
+
+
 # --- softmax and cross-entropy --------------------------------------------------
 
 
@@ -176,6 +230,13 @@ def gather_batch(x, y, images, labels, order, start, scale):
     rows = order[start:start + x.shape[0]]
     np.multiply(images[rows], x.dtype.type(scale), out=x)
     y[:] = labels[rows]
+
+
+def standardize_batch(x, mean, inv_std):
+    """Standardize each feature in place: ``x = (x - mean) * inv_std``, with ``inv_std = 1 / std``."""
+    # x (B, D), mean (D,), inv_std (D,)
+    np.subtract(x, mean, out=x)
+    np.multiply(x, inv_std, out=x)
 
 
 # --- the classic full-batch algorithm -------------------------------------------

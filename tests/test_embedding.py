@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 DTYPES = [np.float32, np.float64]
 SIZES = dict(B=7, D=13, H=5, K=4, N=20, P=31, S=3)
 SCALARS = dict(lr=0.1, weight_decay=0.01, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
-               eps=1e-8, step=3, start=5, scale=1 / 255)
+               eps=1e-8, step=3, start=5, scale=1 / 255, key=-5647682728569471504, p=0.3)
 
 
 def tol(dtype):
@@ -188,6 +188,17 @@ def user_gather_in_chunks(x, y, images, labels, order, start, chunks):
 
 
 @njit(parallel=True)
+def user_standardize_and_dropout_in_chunks(x, act, dinp, dout, mean, inv_std, keys, p, chunks):
+    """Each chunk standardizes its rows, then drops out its rows with a key of its own."""
+    B = x.shape[0]
+    for c in prange(chunks):
+        lo, hi = c * B // chunks, (c + 1) * B // chunks
+        kernels.standardize_batch(x[lo:hi], mean, inv_std)
+        kernels.dropout_forward(act[lo:hi], keys[c], p)
+        kernels.dropout_backward(dinp[lo:hi], dout[lo:hi], act[lo:hi], p)
+
+
+@njit(parallel=True)
 def user_classifier_in_chunks(probs, losses, dinp, part_dw, part_db, scratch, x, weight, bias, labels, chunks):
     """Each chunk is its own batch, with its own scratch and gradient buffers."""
     B = x.shape[0]
@@ -205,6 +216,7 @@ PRANGE_COVERED = {
     "softmax_cross_entropy_backward", "relu_backward", "linear_backward_input",
     "linear_backward_params", "sparse_linear_backward_params", "linear_backward",
     "sgd_update", "momentum_update", "adam_update", "gather_batch", "classifier_forward", "classifier_backward",
+    "dropout_forward", "dropout_backward", "standardize_batch",
 }
 CHUNKS = [1, 2, 3, 8]   # 8 > the 2 threads here: several chunks per thread
 
@@ -311,6 +323,29 @@ def test_gather_batch_inside_prange(rng, dtype, chunks):
     reference.gather_batch(want_x, want_y, images, labels, order, 7, 1 / 255)
     np.testing.assert_allclose(x, want_x, **tol(dtype), err_msg="gather_batch x inside prange")
     np.testing.assert_array_equal(y, want_y, err_msg="gather_batch y inside prange")
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_standardize_and_dropout_inside_prange(rng, dtype, chunks):
+    B, D, H = 16, 13, 5
+    x = rng.standard_normal((B, D)).astype(dtype)
+    mean, inv_std = rng.standard_normal(D).astype(dtype), rng.random(D).astype(dtype) + 1
+    act = np.maximum(rng.standard_normal((B, H)), 0).astype(dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    keys = np.array([kernels.dropout_key(7, 1, c) for c in range(chunks)])
+    want_x, want_act, want_dinp = x.copy(), act.copy(), np.empty((B, H), dtype)
+    dinp = np.full((B, H), np.nan, dtype)
+    user_standardize_and_dropout_in_chunks(x, act, dinp, dout, mean, inv_std, keys, 0.3, chunks)
+
+    reference.standardize_batch(want_x, mean, inv_std)
+    for c in range(chunks):                             # a slice's mask numbers its own rows from 0
+        lo, hi = c * B // chunks, (c + 1) * B // chunks
+        reference.dropout_forward(want_act[lo:hi], int(keys[c]), 0.3)
+    reference.dropout_backward(want_dinp, dout, want_act, 0.3)
+    np.testing.assert_allclose(x, want_x, **tol(dtype), err_msg="standardize_batch inside prange")
+    np.testing.assert_array_equal(act, want_act, err_msg="dropout_forward inside prange")
+    np.testing.assert_array_equal(dinp, want_dinp, err_msg="dropout_backward inside prange")
 
 
 # --- what a nested parallel launch does ------------------------------------------

@@ -22,20 +22,29 @@ Weights are stored ``(D, H)`` -- inputs by outputs, the transpose of the
 weights in memory order and a zero input (81% of MNIST's pixels, about half
 of the ReLU outputs) skips a whole row of work.
 
-The heavy kernels (the linear layers, the update rules and the batch
-gather) split their work across Numba's threads with ``prange``; every
-output element is computed by one thread in one fixed order, so results are
-the same bits whatever the thread count. The light ones (ReLU, softmax +
+The heavy kernels (the linear layers, the update rules, the batch gather
+and standardization, and the dropout mask's hash) split their work across
+Numba's threads with ``prange``; every output element is computed by one
+thread in one fixed order, so results are the same bits whatever the thread
+count. The light ones (ReLU, dropout's backward pass, softmax +
 cross-entropy) run on the calling thread: they are too small to gain from
 threads.
+
+``dropout_key(seed, step, layer)`` is exported beside the kernels but is not
+in ``__all__``, which lists the array kernels (each with a checked wrapper in
+``fastnet.checked``): it is a helper that returns a value, the int64 key that
+``dropout_forward`` takes. It has a twin in ``fastnet.reference`` too.
 
 float32 and float64 arrays both work; within one call all floating-point
 arrays must share one dtype. Labels may be any integer dtype and must lie in
 ``0..K-1``: kernels do not check bounds (``fastnet.data`` validates labels
 when it loads them).
 """
-from .activation import relu_backward, relu_forward
-from .batch import gather_batch
+from .activation import dropout_backward, dropout_forward, relu_backward, relu_forward
+from .activation import (
+    dropout_key as dropout_key,  # a helper: exported, kept out of __all__ (see above)
+)
+from .batch import gather_batch, standardize_batch
 from .classifier import classifier_backward, classifier_forward
 from .linear import (
     linear_backward,
@@ -57,6 +66,8 @@ __all__ = [
     "sparse_linear_backward_params",
     "relu_forward",
     "relu_backward",
+    "dropout_forward",
+    "dropout_backward",
     "softmax_cross_entropy_forward",
     "softmax_cross_entropy_backward",
     "classifier_forward",
@@ -65,4 +76,5 @@ __all__ = [
     "momentum_update",
     "adam_update",
     "gather_batch",
+    "standardize_batch",
 ]
