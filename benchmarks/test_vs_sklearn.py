@@ -43,12 +43,12 @@ import pytest
 
 pytest.importorskip("sklearn", reason="pip install 'fastnet[sklearn]'")
 
-from sklearn.base import clone  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning  # noqa: E402
-from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
-from sklearn.neural_network import MLPClassifier as SklearnMLP  # noqa: E402
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.neural_network import MLPClassifier as SklearnMLP
 
-from fastnet.estimator import MLPClassifier  # noqa: E402
+from fastnet.estimator import MLPClassifier
 
 SOLVERS = {
     "sgd": dict(solver="sgd", learning_rate_init=0.1, momentum=0.9, nesterovs_momentum=True),
@@ -168,8 +168,8 @@ def table(data):
     for b in data["benchmarks"]:
         if b["group"].startswith("vs-sklearn-") and b["group"] != "vs-sklearn-gridsearch":
             runs.setdefault(b["group"], {})[b["params"]["which"]] = b
-    lines = ["| data | solver | epochs | fastnet fit | scikit-learn fit | time ratio | fastnet accuracy "
-             "| scikit-learn accuracy | difference |",
+    lines = [("| data | solver | epochs | fastnet fit | scikit-learn fit | time ratio | fastnet accuracy "
+              "| scikit-learn accuracy | difference |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for group, sides in runs.items():
         f, s = sides.get("fastnet"), sides.get("sklearn")

@@ -608,7 +608,7 @@ def _json_value(v):
     if isinstance(v, (tuple, list)):
         items = [_json_value(x) for x in v]
         return _UNSAVED if any(x is _UNSAVED for x in items) else items
-    if isinstance(v, type) or isinstance(v, np.dtype):
+    if isinstance(v, (type, np.dtype)):
         return str(np.dtype(v))
     return _UNSAVED
 

@@ -18,18 +18,18 @@ import pytest
 
 sklearn = pytest.importorskip("sklearn", reason="pip install 'fastnet[sklearn]'")
 
-import joblib  # noqa: E402 -- comes with scikit-learn
-from sklearn.base import clone  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
-from sklearn.exceptions import ConvergenceWarning, NotFittedError  # noqa: E402
-from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
-from sklearn.neural_network import MLPClassifier as SklearnMLP  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+import joblib  # comes with scikit-learn
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.neural_network import MLPClassifier as SklearnMLP
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from fastnet.estimator import MLPClassifier  # noqa: E402
-from fastnet.model import MLP  # noqa: E402
+from fastnet.estimator import MLPClassifier
+from fastnet.model import MLP
 
 #: Checks expected to fail, each with its reason, passed to scikit-learn's
 #: ``parametrize_with_checks(expected_failed_checks=...)``: since scikit-learn
