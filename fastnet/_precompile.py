@@ -33,9 +33,10 @@ import time
 #: signature for the data as stored and one for activations) split between them.
 GROUPS = (
     (("sparse_linear_forward", 0), ("sparse_linear_backward_params", 1), ("classifier_forward", 0),
-     ("relu_forward", 0), ("relu_backward", 0), ("sgd_update", 0), ("momentum_update", 0), ("adam_update", 0)),
+     ("relu_forward", 0), ("relu_backward", 0), ("sgd_update", 0), ("momentum_update", 0), ("adam_update", 0),
+     ("dropout_key", 0), ("dropout_forward", 0), ("dropout_backward", 0)),
     (("sparse_linear_forward", 1), ("sparse_linear_backward_params", 0), ("classifier_backward", 0),
-     ("linear_backward_input", 0), ("gather_batch", 0)),
+     ("linear_backward_input", 0), ("gather_batch", 0), ("standardize_batch", 0)),
 )
 
 
@@ -62,6 +63,10 @@ def kernel_signatures(dtype="float32", stored="uint8"):
         "momentum_update": [(a(1), a(1), a(1), f, f, f, b)],
         "adam_update": [(a(1), a(1), a(1), a(1), f, f, f, f, f, i64)],
         "gather_batch": [(a(2, stored), i32, a(2, stored), i32, a(1, "int64"), i64, f)],
+        "standardize_batch": [(a(2, stored), a(1), a(1))],
+        "dropout_key": [(i64, i64, i64)],
+        "dropout_forward": [(a(2), i64, f)],
+        "dropout_backward": [(a(2), a(2), a(2), f)],
     }
 
 
@@ -85,7 +90,7 @@ def compile_loop(dtype="float32"):
     from .train import Trainer
 
     stand_in = Trainer(TrainConfig(dtype=dtype, hidden=(8,), batch_size=8), np.zeros((8, 16), np.uint8),
-                       np.zeros(8, np.int32))
+                       np.arange(8) % 2)
     for fn, args in stand_in.warmup_calls():
         stand_in.ops.prepare(fn, *args)
 

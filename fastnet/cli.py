@@ -33,6 +33,8 @@ from .config import (
 )
 
 DEFAULT_SAVE = "fastnet-model.npz"
+#: The share of a data file without a test set that is held out to test on.
+DEFAULT_TEST_SPLIT = 0.1
 
 #: Settings a checkpoint does not fix: ``--epochs`` may raise the number of epochs,
 #: ``--threads`` changes no result. ``--resume`` refuses every other setting.
@@ -114,21 +116,31 @@ def build_parser():
     d = _DEFAULTS
     parser = _Parser(
         prog="fastnet-train",
-        description="Train a multilayer perceptron on MNIST-like IDX data with hand-written Numba kernels.",
+        description="Train a multilayer perceptron with hand-written Numba kernels, on MNIST-like IDX data\n"
+                    "or on your own features and labels (.npz or CSV).",
         epilog=(
             "After every epoch the model and the training state are written to the --save file\n"
             "(atomically: a temporary file, then a rename). Ctrl-C stops after saving it (exit code\n"
             "130); `fastnet-train --resume FILE` continues the run to the same final weights.\n"
-            "Data: --data DIR, else $FASTNET_DATA/<dataset>, else ~/.cache/fastnet/<dataset>, else a\n"
-            "download (not with --offline or FASTNET_OFFLINE=1)."
+            "Data: --data DIR|FILE, else $FASTNET_DATA/<dataset>, else ~/.cache/fastnet/<dataset>, else a\n"
+            "download (not with --offline or FASTNET_OFFLINE=1). A FILE without a test set has\n"
+            "--test-split of it held out, stratified by class, as the test set."
         ),
         formatter_class=_HelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", choices=DATASETS, default=d.dataset, help="the data set to train and test on")
-    data.add_argument("--data", metavar="DIR", default=None,
-                      help="a folder holding the data set's four IDX files (.gz or raw); "
+    data.add_argument("--data", metavar="PATH", default=None,
+                      help="a folder holding the data set's four IDX files (.gz or raw); or your own data: "
+                           "an .npz of x_train, y_train[, x_test, y_test], or a CSV file of one sample per "
+                           "row (CSV needs pyarrow: pip install \"fastnet[csv]\"); "
                            "by default $FASTNET_DATA/<dataset> or the download cache")
+    data.add_argument("--label-column", metavar="NAME|INDEX", default=None,
+                      help="CSV: the column holding the labels, by header name or index from 0 "
+                           "(negative counts from the end); default: the last column")
+    data.add_argument("--test-split", metavar="F", type=float, default=DEFAULT_TEST_SPLIT,
+                      help="an .npz or CSV file without a test set: hold out this fraction of it, "
+                           "stratified by class, as the test set")
     data.add_argument("--limit", metavar="N", type=_positive_int, default=d.limit,
                       help="train on the first N training samples only (quick runs); default: all")
     data.add_argument("--val-split", metavar="F", type=_count_or_fraction, default=d.val_split,
@@ -141,6 +153,13 @@ def build_parser():
     model.add_argument("--dtype", choices=DTYPES, default=d.dtype, help="floating-point type of parameters and math")
     model.add_argument("--engine", choices=ENGINES, default=d.engine,
                        help="numba: the compiled kernels; numpy: their NumPy reference twins, to compare")
+    model.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=d.standardize,
+                       help="scale each feature to mean 0 and std 1 on the training set; the model keeps "
+                            "the means and stds and applies them to whatever it predicts "
+                            "(default: for float features, not for uint8 pixels, which are scaled by 1/255)")
+    model.add_argument("--dropout", metavar="P", type=float, default=d.dropout,
+                       help="drop each hidden unit with probability P in training (inverted dropout; "
+                            "off in evaluation and prediction)")
 
     train = parser.add_argument_group("training")
     train.add_argument("--epochs", type=_positive_int, default=d.epochs, help="passes over the training set")
@@ -190,7 +209,11 @@ def build_eval_parser():
     parser.add_argument("model", metavar="MODEL", help="a model or checkpoint written by fastnet-train")
     parser.add_argument("--dataset", choices=DATASETS, default=None,
                         help="the data set to test on; default: the one the model was trained on (else mnist)")
-    parser.add_argument("--data", metavar="DIR", default=None, help="a folder holding the data set's four IDX files")
+    parser.add_argument("--data", metavar="PATH", default=None,
+                        help="a folder holding the data set's four IDX files, or an .npz or CSV file: its test "
+                             "set, else the share fastnet-train held out of it (the model remembers it)")
+    parser.add_argument("--label-column", metavar="NAME|INDEX", default=None,
+                        help="CSV: the column holding the labels; default: as in training, else the last")
     parser.add_argument("--offline", action="store_true", help="never download; fail if the data is not on disk")
     parser.add_argument("--engine", choices=ENGINES, default=_DEFAULTS.engine, help="which kernels run the model")
     parser.add_argument("--threads", metavar="N", type=_positive_int, default=None,
@@ -335,6 +358,61 @@ def _load_data(dataset, data_dir, offline):
         raise CommandError(f"cannot read the {dataset} files: {exc}") from None
 
 
+class RunData:
+    """The samples a command works on, wherever they came from: ``train_*`` and
+    ``test_*`` arrays, ``name`` (what the output calls them), ``classes`` (a
+    data set's fixed class labels, or None: the training labels decide),
+    ``split`` (how the test set was held out of a file, or None) and ``note``
+    (a line saying so)."""
+
+    def __init__(self, train_images, train_labels, test_images, test_labels, *, name, classes=None,
+                 class_names=None, split=None, note=None):
+        self.train_images, self.train_labels = train_images, train_labels
+        self.test_images, self.test_labels = test_images, test_labels
+        self.name, self.classes, self.class_names = name, classes, class_names
+        self.split, self.note = split, note
+
+
+def _is_data_file(path):
+    """Whether ``--data path`` names a file of samples (not a folder of IDX files)."""
+    return path is not None and (Path(path).is_file() or Path(path).suffix.lower() in (".npz", ".csv"))
+
+
+def _read_run_data(dataset, path, *, offline, label_column=None, test_split=DEFAULT_TEST_SPLIT, seed=0):
+    """The data a run trains and tests on: the IDX data set ``dataset`` (from the
+    folder ``path``, or found or downloaded), or the .npz or CSV file ``path``.
+    A file without a test set has ``test_split`` of it held out, stratified by
+    class, drawn with ``seed``."""
+    if not _is_data_file(path):
+        from .data.tables import DATASETS as TABLE
+
+        data = _load_data(dataset, path, offline)
+        spec = TABLE[dataset]
+        return RunData(data.train_images, data.train_labels, data.test_images, data.test_labels, name=dataset,
+                       classes=np.arange(spec.n_classes), class_names=list(spec.classes))
+    from .data import readers
+
+    if label_column is not None and label_column.lstrip("-").isdigit():
+        label_column = int(label_column)
+    try:
+        table = readers.read_data(path, label_column)
+    except ImportError as exc:
+        raise CommandError(f"{path}: {exc}") from None
+    except ValueError as exc:  # readers.DataError, missing files included
+        raise CommandError(str(exc)) from None
+    if table.x_test is not None:
+        return RunData(table.x_train, table.y_train, table.x_test, table.y_test, name=path)
+    try:
+        x_train, y_train, x_test, y_test = readers.stratified_split(table.x_train, table.y_train, test_split,
+                                                                    [seed, 3])
+    except ValueError as exc:
+        raise CommandError(f"{path}: cannot hold out a test set: {exc}") from None
+    split = {"test_split": test_split, "seed": seed}
+    note = (f"{path} has no test set: held out {len(y_test)} of its {len(table.y_train)} samples "
+            f"({100 * test_split:g}%, stratified by class) to test on (--test-split)")
+    return RunData(x_train, y_train, x_test, y_test, name=path, split=split, note=note)
+
+
 # --- output ----------------------------------------------------------------------------
 
 
@@ -355,14 +433,17 @@ def format_epoch(m, epochs):
     return "  ".join(parts)
 
 
-def format_confusion(confusion):
-    """The confusion matrix as text: rows true class, columns predicted."""
+def format_confusion(confusion, classes=None):
+    """The confusion matrix as text: rows true class, columns predicted, each
+    headed by its class label (``classes``, default ``0..K-1``)."""
     k = confusion.shape[0]
-    width = max(len(str(int(confusion.max(initial=0)))), len(str(k - 1))) + 1
+    names = [str(c) for c in (range(k) if classes is None else classes)]
+    width = max(len(str(int(confusion.max(initial=0)))), *map(len, names)) + 1
+    lead = max(4, *map(len, names))
     lines = ["confusion matrix (rows: true class, columns: predicted):",
-             "true " + "".join(f"{j:>{width}}" for j in range(k))]
+             f"{'true':<{lead}} " + "".join(f"{n:>{width}}" for n in names)]
     for i in range(k):
-        lines.append(f"{i:>4} " + "".join(f"{int(v):>{width}}" for v in confusion[i]))
+        lines.append(f"{names[i]:>{lead}} " + "".join(f"{int(v):>{width}}" for v in confusion[i]))
     return "\n".join(lines)
 
 
@@ -403,6 +484,7 @@ def metrics_document(trainer, result, compile_seconds, evaluation, saved, stop_r
         "test_loss": evaluation.loss if evaluation is not None else None,
         "confusion_matrix": evaluation.confusion.tolist() if evaluation is not None else None,
         "model": str(saved) if saved else None,
+        "data": trainer.data_info,
         "versions": {"fastnet": __version__, "numba": numba.__version__, "numpy": numpy.__version__,
                      "python": sys.version.split()[0]},
     }
@@ -493,6 +575,11 @@ def _validate(parser, args, given):
         except PlotDependencyError as exc:
             parser.error(f"--plot: {exc}")
     _check_threads(parser, args.threads)
+    if not 0 < args.test_split < 1:
+        parser.error(f"--test-split: expected a fraction between 0 and 1, got {args.test_split:g}")
+    for name in ("label_column", "test_split"):
+        if name in given and not _is_data_file(args.data):
+            parser.error(f"{_option(name)}: applies to --data FILE (.npz or CSV) only")
     if args.resume is not None:
         fixed = sorted(name for name in _config_fields() if name in given and name not in _FREE_ON_RESUME)
         if fixed:
@@ -511,7 +598,8 @@ def _config_fields():
 
 
 def _read_checkpoint_config(path):
-    """The TrainConfig stored in the checkpoint ``path``, or a CommandError saying why not."""
+    """The TrainConfig stored in the checkpoint ``path`` and what it says of its data
+    (a dict), or a CommandError saying why not."""
     from .model import MLP, ModelFormatError
 
     try:
@@ -522,9 +610,11 @@ def _read_checkpoint_config(path):
         raise CommandError(f"{path}: a fastnet model, but not a checkpoint (no training state in it); "
                            "--resume needs a file saved by fastnet-train during training")
     try:
-        return TrainConfig.from_dict(meta["config"])
+        config = TrainConfig.from_dict(meta["config"])
     except (ConfigError, TypeError) as exc:
         raise CommandError(f"{path}: the checkpoint's settings are not valid: {exc}") from None
+    data_info = meta.get("data")
+    return config, data_info if isinstance(data_info, dict) else {}
 
 
 def _train(parser, args, given):
@@ -532,17 +622,29 @@ def _train(parser, args, given):
     config = _validate(parser, args, given)
     out = _Output(args.quiet)
     if args.resume is not None:
-        config = _read_checkpoint_config(args.resume)
+        config, data_info = _read_checkpoint_config(args.resume)
+        # a file's test set is held out as it was, unless told otherwise
+        for name in ("label_column", "test_split"):
+            if name not in given and data_info.get(name) is not None:
+                setattr(args, name, data_info[name])
     save = None if args.no_save else Path(args.save or args.resume or DEFAULT_SAVE)
 
     from .prewarm import Prewarm
 
     # Numba loads (or compiles) the run's functions on a thread of its own while the data is
-    # read (zlib releases the GIL): see fastnet/prewarm.py.
-    prewarm = Prewarm(config).start()
-    data = _load_data(config.dataset, args.data, args.offline)
+    # read (zlib releases the GIL): see fastnet/prewarm.py. A file's dtype is known once it is read.
+    file_data = _is_data_file(args.data)
+    prewarm = None if file_data else Prewarm(config).start()
+    data = _read_run_data(config.dataset, args.data, offline=args.offline, label_column=args.label_column,
+                          test_split=args.test_split, seed=config.seed)
+    if prewarm is None:
+        prewarm = Prewarm(config, stored=np.asarray(data.train_images).dtype.name).start()
     trainer = _new_or_resumed_trainer(parser, args, given, config, data)
-    out.line(_describe(trainer, args))
+    trainer.data_info = {"source": data.name if file_data else None, "label_column": args.label_column,
+                         **(data.split or {})}
+    out.line(_describe(trainer, args, data))
+    if data.note:
+        out.line(data.note)
 
     from .train import TrainingDiverged, evaluate, thread_limit
 
@@ -575,7 +677,10 @@ def _train(parser, args, given):
         if result.stop_reason == "early_stopping":
             out.line(f"stopped early: no better validation accuracy for {trainer.config.patience} epochs; "
                      f"keeping the weights of epoch {result.best_epoch}")
-        evaluation = evaluate(trainer.model, data.test_images, data.test_labels, engine=trainer.config.engine)
+        try:
+            evaluation = evaluate(trainer.model, data.test_images, data.test_labels, engine=trainer.config.engine)
+        except ValueError as exc:  # a test label the model was not trained on, or features of another width
+            raise CommandError(f"{data.name}: cannot test the model on its test set: {exc}") from None
     _report(args, out, trainer, result, evaluation, data, save, compile_seconds)
     return 0
 
@@ -597,9 +702,11 @@ def _new_or_resumed_trainer(parser, args, given, config, data):
 
     if args.resume is None:
         try:
-            return Trainer(config, data.train_images, data.train_labels)
-        except ValueError as exc:
+            return Trainer(config, data.train_images, data.train_labels, classes=data.classes)
+        except ConfigError as exc:
             parser.error(_config_message(exc))
+        except ValueError as exc:  # the data: one class only, labels outside the data set's classes
+            raise CommandError(f"{data.name}: {exc}") from None
     try:
         trainer = Trainer.from_checkpoint(args.resume, data.train_images, data.train_labels,
                                           epochs=args.epochs if "epochs" in given else None)
@@ -612,7 +719,7 @@ def _new_or_resumed_trainer(parser, args, given, config, data):
     return trainer
 
 
-def _describe(trainer, args):
+def _describe(trainer, args, data):
     """The run's first lines: what trains on what, and where a resumed run picks up."""
     import numba
 
@@ -623,9 +730,12 @@ def _describe(trainer, args):
     sizes = "-".join(map(str, trainer.model.sizes))
     n_val = 0 if trainer.val_images is None else trainer.val_images.shape[0]
     batch = "full batch" if trainer.batch_size == trainer.n_train else f"batches of {trainer.batch_size}"
-    text = (f"fastnet {__version__}: {config.dataset}, {trainer.n_train} training"
+    extras = [name for name, on in (("standardized", trainer.model.standardized),
+                                     (f"dropout {config.dropout:g}", config.dropout > 0)) if on]
+    text = (f"fastnet {__version__}: {data.name}, {trainer.n_train} training"
             f"{f' + {n_val} validation' if n_val else ''} samples, {sizes} {config.dtype}, {batch}, "
-            f"{config.optimizer}, {config.engine} engine, {threads} thread{'s' * (threads != 1)}")
+            f"{config.optimizer}{''.join(', ' + e for e in extras)}, {config.engine} engine, "
+            f"{threads} thread{'s' * (threads != 1)}")
     if args.resume is not None:
         where = f"at epoch {trainer.epoch + 1}"
         if trainer.batch:
@@ -677,7 +787,7 @@ def _report(args, out, trainer, result, evaluation, data, save, compile_seconds)
     print(f"test accuracy {_percent(evaluation.accuracy)} ({correct} of {len(data.test_labels)}), "
           f"after {trainer.epoch} epochs in {train_seconds:.2f} s of training "
           f"(+ {compile_seconds:.2f} s compiling)", flush=True)
-    out.line(format_confusion(evaluation.confusion))
+    out.line(format_confusion(evaluation.confusion, trainer.model.classes))
     if args.metrics_json:
         _write_metrics(args.metrics_json,
                        metrics_document(trainer, result, compile_seconds, evaluation, save, result.stop_reason))
@@ -687,8 +797,8 @@ def _report(args, out, trainer, result, evaluation, data, save, compile_seconds)
 
         try:
             paths = write_all(args.plot, history=trainer.history, evaluation=evaluation,
-                              test_images=data.test_images, test_labels=data.test_labels,
-                              dataset=trainer.config.dataset)
+                              test_images=data.test_images, test_labels=trainer.model.encode(data.test_labels),
+                              names=data.class_names or [str(c) for c in trainer.model.classes])
         except OSError as exc:
             raise CommandError(f"cannot write plots to {args.plot}: {exc.strerror or exc}") from None
         out.line(f"wrote plots: {', '.join(str(p) for p in paths)}")
@@ -729,21 +839,36 @@ def _evaluate(args):
         model, _, meta = MLP.load(args.model, with_state=True)
     except (OSError, ModelFormatError) as exc:
         raise CommandError(_model_error(exc, args.model)) from None
-    dataset = args.dataset or ((meta or {}).get("config") or {}).get("dataset") or "mnist"
-    data = _load_data(dataset, args.data, args.offline)
+    meta = meta or {}
+    dataset = args.dataset or (meta.get("config") or {}).get("dataset") or "mnist"
+    trained_on = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    if args.label_column is not None and not _is_data_file(args.data):
+        raise CommandError("--label-column: applies to --data FILE (.npz or CSV) only")
+    data = _read_run_data(dataset, args.data, offline=args.offline,
+                          label_column=args.label_column or trained_on.get("label_column"),
+                          test_split=trained_on.get("test_split") or DEFAULT_TEST_SPLIT,
+                          seed=trained_on.get("seed") or 0)
+    dataset = data.name
     n_pixels = data.test_images[0].size
     if model.sizes[0] != n_pixels:
-        raise CommandError(f"{args.model}: the model takes {model.sizes[0]} inputs, but {dataset}'s images "
-                           f"have {n_pixels} pixels; pass the data set it was trained on (--dataset)")
+        what = f"{dataset}'s images have {n_pixels} pixels" if not _is_data_file(args.data) else \
+            f"{dataset}'s samples have {n_pixels} features"
+        raise CommandError(f"{args.model}: the model takes {model.sizes[0]} inputs, but {what}; "
+                           f"pass the data set it was trained on (--dataset, --data)")
+    if data.note:
+        print(data.note.replace("to test on (--test-split)", "to test on, as fastnet-train did"))
     t0 = time.perf_counter()
     with thread_limit(args.threads):
-        evaluation = evaluate(model, data.test_images, data.test_labels, engine=args.engine)
+        try:
+            evaluation = evaluate(model, data.test_images, data.test_labels, engine=args.engine)
+        except ValueError as exc:  # a label the model never saw
+            raise CommandError(f"{dataset}: {exc}") from None
     seconds = time.perf_counter() - t0
     correct = int(evaluation.confusion.trace())
     print(f"{args.model}: {'-'.join(map(str, model.sizes))} {model.dtype}, {dataset} test set")
     print(f"test accuracy {_percent(evaluation.accuracy)} ({correct} of {len(data.test_labels)}), "
           f"loss {evaluation.loss:.4f}, {seconds:.2f} s")
-    print(format_confusion(evaluation.confusion))
+    print(format_confusion(evaluation.confusion, model.classes))
     return 0
 
 
@@ -822,15 +947,16 @@ def _predict(args):
     x = _samples_matrix(model, samples)
     with thread_limit(args.threads):
         probs = predict_proba(model, x, engine=args.engine)
+    names = [str(c) for c in model.classes]
     labels = probs.argmax(axis=1)
     if output is None:
         for (name, _), p in zip(samples, probs):
             top = np.argsort(-p, kind="stable")[:3]
-            print(f"{name}: " + ", ".join(f"{k} ({p[k]:.3f})" for k in top))
+            print(f"{name}: " + ", ".join(f"{names[k]} ({p[k]:.3f})" for k in top))
         return 0
-    lines = ["id,label," + ",".join(f"p_{k}" for k in range(probs.shape[1]))]
-    lines += [f"{_csv_field(name)},{label}," + ",".join(f"{v:.6g}" for v in p)
-              for (name, _), label, p in zip(samples, labels, probs)]
+    lines = ["id,label," + ",".join(_csv_field(f"p_{n}") for n in names)]
+    lines += [f"{_csv_field(name)},{_csv_field(names[k])}," + ",".join(f"{v:.6g}" for v in p)
+              for (name, _), k, p in zip(samples, labels, probs)]
     try:
         with atomic_write(output) as f:
             f.write(("\n".join(lines) + "\n").encode())

@@ -39,6 +39,10 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    dropout: float = 0.0  #: the probability of dropping each hidden unit in training (inverted dropout)
+    #: scale each feature to mean 0, std 1 on the training set (kept in the model);
+    #: None: for float features, not for uint8 pixels (which are scaled by 1/255)
+    standardize: bool | None = None
     val_split: float = 0.0  #: a fraction (< 1) or a count (>= 1) of training samples held out
     patience: int | None = None  #: stop after this many epochs without a better validation accuracy
     limit: int | None = None  #: train on the first `limit` training samples only
@@ -67,6 +71,10 @@ class TrainConfig:
         for name in ("momentum", "beta1", "beta2"):
             _in_unit("[0, 1)", name, getattr(self, name), upper_open=True)
         _in_unit("(0, 1]", "step_gamma", self.step_gamma, lower_open=True)
+        _in_unit("[0, 1)", "dropout", self.dropout, upper_open=True)
+        if self.standardize is not None and not isinstance(self.standardize, bool):
+            raise ConfigError(f"standardize: expected true, false or None (float features only), "
+                              f"got {self.standardize!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay: expected a finite number >= 0, got {self.weight_decay}")
         v = self.val_split

@@ -104,18 +104,26 @@ class Data(NamedTuple):
     """The training set as stored, ``images (N, D)`` and ``labels (N,)``, and
     the epoch's sample ``order (N,)``. A stored value times ``gather_scale``
     (as the batch is gathered) times ``scale`` (as the first layer reads it)
-    is an input: 1 and 1/255 for uint8 pixels (see :func:`input_dtype`)."""
+    is an input: 1 and 1/255 for uint8 pixels (see :func:`input_dtype`).
+    A standardized model's inputs then become ``(input - mean) * inv_std``
+    as the batch is gathered (``mean`` and ``inv_std`` ``(D,)`` in the
+    parameters' dtype; both empty for a model without standardization)."""
 
     images: np.ndarray
     labels: np.ndarray
     order: np.ndarray
     gather_scale: float
     scale: float
+    mean: np.ndarray
+    inv_std: np.ndarray
 
 
 class Settings(NamedTuple):
     """The update rule (:data:`SGD`, :data:`MOMENTUM`, :data:`NESTEROV` or
-    :data:`ADAM`) and its hyperparameters. Weight decay spares the biases."""
+    :data:`ADAM`) and its hyperparameters. Weight decay spares the biases.
+    ``dropout`` is the probability of dropping a hidden unit in training;
+    which units drop is a function of ``seed``, the step and the unit alone
+    (:func:`~fastnet.kernels.dropout_key`)."""
 
     optimizer: int
     lr: float
@@ -124,6 +132,8 @@ class Settings(NamedTuple):
     beta1: float
     beta2: float
     eps: float
+    dropout: float
+    seed: int
 
 
 # --- views into the bundles --------------------------------------------------------------
@@ -158,14 +168,14 @@ def hidden(buffer, sizes, i, n, B):
     return buffer[B * at:B * at + n * H].reshape((n, H))
 
 
-def input_dtype(sizes, stored, dtype):
+def input_dtype(sizes, stored, dtype, standardized=False):
     """The dtype of :attr:`Activations.x` for data stored as ``stored`` and
     parameters of ``dtype``. The first hidden layer's kernels read the data
     as stored (uint8 pixels: a quarter of the memory traffic of float32) and
-    scale it as they go. A network with no hidden layer gets its batch in
-    ``dtype`` instead, so that no run compiles the output layer's kernels
-    for integer inputs (see :func:`output_on_input_forward`)."""
-    return np.dtype(stored) if len(sizes) > 2 else np.dtype(dtype)
+    scale it as they go. Standardized inputs are floats, in ``dtype``. So is
+    the batch of a network with no hidden layer, so that no run compiles the
+    output layer's kernels for integer inputs (see :func:`output_on_input_forward`)."""
+    return np.dtype(stored) if len(sizes) > 2 and not standardized else np.dtype(dtype)
 
 
 def output_on_input_forward(probs, losses, scratch, x, weight, bias, y, scale):
@@ -207,11 +217,23 @@ def _count_correct_numpy(probs, labels):
     return int(np.count_nonzero(probs.argmax(axis=1) == labels))
 
 
-def forward(params, acts, scratch, n, scale):
+def load_batch(acts, data, start, n):
+    """Gather samples ``data.order[start:start + n]`` into the first ``n`` rows
+    of ``acts.x`` and ``acts.y``, standardized if ``data`` says so."""
+    x = acts.x[:n]
+    gather_batch(x, acts.y[:n], data.images, data.labels, data.order, start, data.gather_scale)
+    if data.mean.shape[0] > 0:
+        standardize_batch(x, data.mean, data.inv_std)
+
+
+def forward(params, acts, scratch, n, scale, dropout, seed, step):
     """Run the batch in the first ``n`` rows of ``acts.x`` (its values times
     ``scale``) through every layer: ``acts.probs`` receives the softmax of
     the last layer and ``acts.losses`` each row's cross-entropy at ``acts.y``.
-    Every hidden layer's ``pre`` and ``act`` are kept for :func:`backward`."""
+    Every hidden layer's ``pre`` and ``act`` are kept for :func:`backward`.
+    With ``dropout`` > 0 (training), each hidden layer's ``act`` then loses
+    that share of its units, chosen by ``(seed, step, layer)``; prediction
+    passes 0."""
     sizes = params.sizes
     L = len(sizes) - 1
     B = acts.x.shape[0]
@@ -224,19 +246,23 @@ def forward(params, acts, scratch, n, scale):
     pre, act = hidden(acts.pre, sizes, 0, n, B), hidden(acts.act, sizes, 0, n, B)
     sparse_linear_forward(pre, scratch.inputs, x, weight, bias, scale)
     relu_forward(act, pre)
+    if dropout > 0.0:
+        dropout_forward(act, dropout_key(seed, step, 0), dropout)
     for i in range(1, L - 1):
         inp = act
         weight, bias = layer(params.flat, sizes, i)
         pre, act = hidden(acts.pre, sizes, i, n, B), hidden(acts.act, sizes, i, n, B)
         sparse_linear_forward(pre, scratch.inputs, inp, weight, bias, 1.0)
         relu_forward(act, pre)
+        if dropout > 0.0:
+            dropout_forward(act, dropout_key(seed, step, i), dropout)
     weight, bias = layer(params.flat, sizes, L - 1)
     classifier_forward(probs, losses, scratch.classifier, act, weight, bias, y, 1.0)
 
 
-def backward(grads, params, acts, scratch, n, scale):
+def backward(grads, params, acts, scratch, n, scale, dropout):
     """Overwrite ``grads`` with the gradient of the batch's mean loss, from
-    what :func:`forward` left in ``acts`` for the same ``n`` rows."""
+    what :func:`forward` left in ``acts`` for the same ``n`` rows and ``dropout``."""
     sizes = params.sizes
     L = len(sizes) - 1
     B = acts.x.shape[0]
@@ -254,7 +280,10 @@ def backward(grads, params, acts, scratch, n, scale):
         # acts.dact holds the gradient with respect to hidden layer i's output
         H = sizes[i + 1]
         dpre = rows(acts.dpre, n, H)
-        relu_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B))
+        if dropout > 0.0:  # through the dropout and the ReLU at once: act > 0 where both let through
+            dropout_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B), dropout)
+        else:
+            relu_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B))
         dweight, dbias = layer(grads.flat, sizes, i)
         if i == 0:
             sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre, x, scale)
@@ -295,14 +324,14 @@ def train_batches(params, grads, moments, acts, scratch, data, settings, start, 
     loss_sum = 0.0
     correct = 0
     for i in range(count):
-        gather_batch(acts.x[:n], acts.y[:n], data.images, data.labels, data.order, start + i * n, data.gather_scale)
-        forward(params, acts, scratch, n, data.scale)
+        load_batch(acts, data, start + i * n, n)
+        forward(params, acts, scratch, n, data.scale, settings.dropout, settings.seed, step)
         batch_loss = float(acts.losses[:n].sum())
         if not math.isfinite(batch_loss):
             return loss_sum, correct, i
         loss_sum += batch_loss
         correct += count_correct(acts.probs[:n], acts.y[:n])
-        backward(grads, params, acts, scratch, n, data.scale)
+        backward(grads, params, acts, scratch, n, data.scale, settings.dropout)
         step += 1
         update(params, grads, moments, settings, step)
     return loss_sum, correct, -1
@@ -342,10 +371,21 @@ def params_of(model):
     return Params(model.params, np.asarray(model.sizes, np.int64))
 
 
+def preprocess_of(model):
+    """``(mean, inv_std)`` of a standardized :class:`~fastnet.model.MLP` in
+    its dtype, as :class:`Data` takes them; two empty arrays for any other model."""
+    if not model.standardized:
+        empty = np.zeros(0, model.dtype)
+        return empty, empty
+    return model.mean.astype(model.dtype), (1.0 / model.std).astype(model.dtype)
+
+
 def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=None):
     """Class probabilities ``(N, K)`` of ``model`` for ``images``: ``(N, D)`` or
     ``(N, ...)``, each value multiplied by ``scale``; by default 1/255 for uint8
-    pixels, as training scales them, and 1 for float features."""
+    pixels, as training scales them, and 1 for float features. A standardized
+    model standardizes them as training did. Column ``k`` is the probability
+    of ``model.classes[k]``."""
     images = np.asarray(images)
     if scale is None:
         scale = 1 / 255 if images.dtype == np.uint8 else 1.0
@@ -360,30 +400,38 @@ def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=None)
     N = images.shape[0]
     out = np.empty((N, model.sizes[-1]), model.dtype)
     B = min(batch_size, max(N, 1))
-    acts, scratch = allocate(model.sizes, B, model.dtype, input_dtype(model.sizes, images.dtype, model.dtype))
+    acts, scratch = allocate(model.sizes, B, model.dtype,
+                             input_dtype(model.sizes, images.dtype, model.dtype, model.standardized))
     params = params_of(model)
-    order = np.arange(N, dtype=np.int64)
-    no_labels = np.zeros(N, np.int32)  # gather_batch fills y too; prediction ignores it
+    gather_scale, scale = (1.0, scale) if acts.x.dtype == images.dtype else (scale, 1.0)
+    # gather_batch fills y too; prediction ignores it
+    data = Data(images, np.zeros(N, np.int32), np.arange(N, dtype=np.int64), gather_scale, scale,
+                *preprocess_of(model))
     for start in range(0, N, B):
         n = min(B, N - start)
-        gather_scale, scale = (1.0, scale) if acts.x.dtype == images.dtype else (scale, 1.0)
-        ops.gather_batch(acts.x[:n], acts.y[:n], images, no_labels, order, start, gather_scale)
-        ops.forward(params, acts, scratch, n, scale)
+        ops.load_batch(acts, data, start, n)
+        ops.forward(params, acts, scratch, n, data.scale, 0.0, 0, 0)
         out[start:start + n] = acts.probs[:n]
     return out
+
+
+def predict(model, images, **options):
+    """The predicted class label of each sample: ``model.classes`` at the
+    largest of :func:`predict_proba`'s probabilities (same ``options``)."""
+    return model.decode(predict_proba(model, images, **options).argmax(axis=1))
 
 
 # --- the engines ----------------------------------------------------------------------------
 
 #: The functions above that an engine runs, compiled or as Python, in the order they call each other.
 _PASSES = (n_weights, layer, hidden, rows, count_correct, output_on_input_forward, output_on_input_backward,
-           forward, backward, update, train_batches)
-_ENTRIES = (forward, train_batches)
+           load_batch, forward, backward, update, train_batches)
+_ENTRIES = (load_batch, forward, train_batches)
 
 
 class Engine:
-    """One engine: its ``forward``, ``backward``, ``update``, ``train_batches``,
-    ``gather_batch`` and ``count_correct``, each calling the engine's kernels."""
+    """One engine: its ``load_batch``, ``forward``, ``backward``, ``update``,
+    ``train_batches`` and ``count_correct``, each calling the engine's kernels."""
 
     def __init__(self, name, kernels, compile):
         self.name = name
@@ -401,7 +449,7 @@ class Engine:
                 scope[fn.__name__] = compile(copy, inline=fn not in _ENTRIES)
         if name == "numpy":
             scope["count_correct"] = _count_correct_numpy
-        for fn in ("forward", "backward", "update", "train_batches", "gather_batch", "count_correct"):
+        for fn in ("load_batch", "forward", "backward", "update", "train_batches", "gather_batch", "count_correct"):
             setattr(self, fn, scope[fn])
 
     def prepare(self, fn, *args):
@@ -453,7 +501,8 @@ def get(name):
         if name == "numba":
             from . import kernels
 
-            _ENGINES[name] = Engine(name, {k: getattr(kernels, k) for k in kernels.__all__}, jit)
+            names = {k: getattr(kernels, k) for k in (*kernels.__all__, "dropout_key")}
+            _ENGINES[name] = Engine(name, names, jit)
         else:
             names = {k: getattr(reference, k) for k in reference.__dict__ if not k.startswith("_")}
             _ENGINES[name] = Engine(name, names, lambda fn, inline: fn)

@@ -38,10 +38,11 @@ def _figure(width, height):
     return fig
 
 
-def _names(dataset, n):
+def _names(dataset, n, names=None):
     from .data.tables import DATASETS
 
-    names = DATASETS[dataset].classes if dataset in DATASETS else ()
+    if names is None:
+        names = DATASETS[dataset].classes if dataset in DATASETS else ()
     return [names[i] if i < len(names) else str(i) for i in range(n)]
 
 
@@ -71,11 +72,12 @@ def plot_curves(history, path):
     return Path(path)
 
 
-def plot_confusion(confusion, path, *, dataset="mnist"):
-    """The confusion matrix (rows true class, columns predicted) as a heat map with counts."""
+def plot_confusion(confusion, path, *, dataset="mnist", names=None):
+    """The confusion matrix (rows true class, columns predicted) as a heat map with counts;
+    classes are named ``names``, else by the data set's table."""
     confusion = np.asarray(confusion)
     k = confusion.shape[0]
-    names = _names(dataset, k)
+    names = _names(dataset, k, names)
     fig = _figure(7.5, 6.5)
     ax = fig.subplots()
     # Colour by the share of each true class, so rare errors still show on the diagonal's scale.
@@ -97,9 +99,10 @@ def plot_confusion(confusion, path, *, dataset="mnist"):
     return Path(path)
 
 
-def plot_misclassified(images, labels, predictions, path, *, dataset="mnist", max_images=36):
+def plot_misclassified(images, labels, predictions, path, *, dataset="mnist", max_images=36, names=None):
     """A grid of the first ``max_images`` test images the model got wrong,
-    each titled with its true and predicted label."""
+    each titled with its true and predicted label (``labels`` and
+    ``predictions`` count classes from 0; ``names`` names them)."""
     labels = np.asarray(labels)
     predictions = np.asarray(predictions)
     wrong = np.flatnonzero(predictions != labels)[:max_images]
@@ -107,7 +110,7 @@ def plot_misclassified(images, labels, predictions, path, *, dataset="mnist", ma
     rows = max(1, -(-len(wrong) // cols))
     fig = _figure(1.6 * cols, 1.8 * rows + 0.4)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
-    names = _names(dataset, int(max(labels.max(initial=0), predictions.max(initial=0))) + 1)
+    names = _names(dataset, int(max(labels.max(initial=0), predictions.max(initial=0))) + 1, names)
     side = int(round(np.sqrt(images[0].size))) if len(images) else 28
     for ax in axes:
         ax.set_axis_off()
@@ -123,14 +126,18 @@ def plot_misclassified(images, labels, predictions, path, *, dataset="mnist", ma
     return Path(path)
 
 
-def write_all(folder, *, history, evaluation, test_images, test_labels, dataset="mnist"):
-    """Write ``curves.png``, ``confusion.png`` and ``misclassified.png`` into
-    ``folder`` (created if needed); returns their paths."""
+def write_all(folder, *, history, evaluation, test_images, test_labels, dataset="mnist", names=None):
+    """Write ``curves.png``, ``confusion.png`` and, when the samples are square
+    images, ``misclassified.png`` into ``folder`` (created if needed); returns
+    their paths. ``test_labels`` count classes from 0, as the confusion matrix does."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return [
+    paths = [
         plot_curves(history, folder / "curves.png"),
-        plot_confusion(evaluation.confusion, folder / "confusion.png", dataset=dataset),
-        plot_misclassified(test_images, test_labels, evaluation.predictions,
-                           folder / "misclassified.png", dataset=dataset),
+        plot_confusion(evaluation.confusion, folder / "confusion.png", dataset=dataset, names=names),
     ]
+    size = np.asarray(test_images[0]).size if len(test_images) else 0
+    if size and round(size ** 0.5) ** 2 == size:
+        paths.append(plot_misclassified(test_images, test_labels, evaluation.predictions,
+                                        folder / "misclassified.png", dataset=dataset, names=names))
+    return paths

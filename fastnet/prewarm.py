@@ -26,17 +26,18 @@ This module imports nothing heavy, so starting the thread costs nothing:
 import threading
 import time
 
-#: The stand-in's data: a few samples of a few uint8 features (any size types alike).
+#: The stand-in's data: a few samples of a few features (any size types alike).
 _SAMPLES = 8
 _FEATURES = 16
 
 
 class Prewarm:
     """Warm up ``config``'s kernels on a background thread: ``Prewarm(config).start()``,
-    then :meth:`wait` before training."""
+    then :meth:`wait` before training. ``stored`` is the dtype the data will come in."""
 
-    def __init__(self, config):
+    def __init__(self, config, stored="uint8"):
         self.config = config
+        self.stored = stored
         self.seconds = None  #: how long the warm-up took, set when it is done
         self.error = None  #: the exception that stopped it, if any
         self.started = None
@@ -68,8 +69,8 @@ class Prewarm:
             from .train import Trainer
 
             stand_in = self.config.replace(val_split=0, limit=None, patience=None, batch_size=_SAMPLES)
-            images = np.zeros((_SAMPLES, _FEATURES), np.uint8)
-            labels = np.zeros(_SAMPLES, np.uint8)
+            images = np.zeros((_SAMPLES, _FEATURES), self.stored)
+            labels = np.arange(_SAMPLES) % 2  # two classes: a classifier needs them
             Trainer(stand_in, images, labels).warmup(execute=False)
         except BaseException as exc:  # noqa: BLE001 -- the real warm-up reports it
             self.error = exc

@@ -21,7 +21,7 @@ import numpy as np
 from . import engine as _engine
 from .config import TrainConfig
 from .data.readers import first_non_finite
-from .model import MLP, ModelFormatError
+from .model import MLP, ModelFormatError, check_classes, encode_labels, label_array
 
 #: Progress is reported about this many times per epoch.
 PROGRESS_STEPS = 50
@@ -65,18 +65,26 @@ class Evaluation:
 
 
 def evaluate(model, images, labels, *, engine="numba", batch_size=2048):
-    """Accuracy, mean cross-entropy and confusion matrix of ``model`` on ``images``/``labels``."""
-    labels = np.asarray(labels)
+    """Accuracy, mean cross-entropy and confusion matrix of ``model`` on ``images``/``labels``.
+
+    ``labels`` are class labels, as ``model.classes`` holds them; a label the
+    model was not trained on raises ValueError naming it. The confusion
+    matrix's rows and columns, and ``predictions``, count output units:
+    ``model.classes[i]`` is unit ``i``'s label."""
+    return _evaluate_units(model, images, model.encode(labels), engine=engine, batch_size=batch_size)
+
+
+def _evaluate_units(model, images, units, *, engine="numba", batch_size=2048):
     probs = _engine.predict_proba(model, images, engine=engine, batch_size=batch_size)
-    if labels.shape != (probs.shape[0],):
-        raise ValueError(f"labels: expected shape ({probs.shape[0]},), got {labels.shape}")
+    if units.shape != (probs.shape[0],):
+        raise ValueError(f"labels: expected shape ({probs.shape[0]},), got {units.shape}")
     K = probs.shape[1]
     predictions = probs.argmax(axis=1)
-    picked = probs[np.arange(len(labels)), labels].astype(np.float64)
-    loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean()) if len(labels) else math.nan
+    picked = probs[np.arange(len(units)), units].astype(np.float64)
+    loss = float(-np.log(np.maximum(picked, np.finfo(probs.dtype).tiny)).mean()) if len(units) else math.nan
     confusion = np.zeros((K, K), np.int64)
-    np.add.at(confusion, (labels.astype(np.int64), predictions), 1)
-    accuracy = float(np.mean(predictions == labels)) if len(labels) else math.nan
+    np.add.at(confusion, (units.astype(np.int64), predictions), 1)
+    accuracy = float(np.mean(predictions == units)) if len(units) else math.nan
     return Evaluation(accuracy, loss, confusion, predictions)
 
 
@@ -107,28 +115,54 @@ def thread_limit(threads):
 FEATURE_DTYPES = ("uint8", "float32", "float64")
 
 
-def _as_rows(images, labels, what):
-    """``images`` (N, ...) as C-contiguous rows (N, D), a view where they already are,
-    and ``labels`` as int32; float features must be finite."""
+def _as_rows(images, what):
+    """``images`` (N, ...) as C-contiguous rows (N, D), a view where they already are;
+    float features must be finite."""
     images = np.asarray(images)
-    labels = np.asarray(labels)
     if str(images.dtype) not in FEATURE_DTYPES or images.ndim < 2:
         raise ValueError(f"{what} images: expected (N, ...) features of {', '.join(FEATURE_DTYPES)}, "
                          f"got {images.dtype} {images.shape}")
-    if labels.shape != (images.shape[0],) or labels.dtype.kind not in "iu":
-        raise ValueError(
-            f"{what} labels: expected integers of shape ({images.shape[0]},), got {labels.dtype} {labels.shape}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
-        raise ValueError(f"{what} labels: expected class numbers from 0, got values from {labels.min()} "
-                         f"to {labels.max()}")
     rows = np.ascontiguousarray(images.reshape(images.shape[0], math.prod(images.shape[1:])))
     if rows.dtype.kind == "f":
         bad = first_non_finite(rows)
         if bad is not None:
             raise ValueError(f"{what} images: sample {bad[0]} holds {rows[bad]}; features must be finite")
-    # one label dtype, so that the compiled loop's types do not depend on the data's
-    return rows, np.ascontiguousarray(labels, dtype=np.int32)
+    return rows
+
+
+def _classes_and_units(labels, classes, n, what):
+    """The sorted class labels (``classes``, or those found in ``labels``) and
+    ``labels`` as output units, int32: one label dtype, so that the compiled
+    loop's types do not depend on the data's."""
+    labels = label_array(labels, f"{what} labels")
+    if labels.shape != (n,):
+        raise ValueError(f"{what} labels: expected one per sample, shape ({n},), got {labels.shape}")
+    classes = np.unique(labels) if classes is None else check_classes(classes)
+    if len(classes) < 2:
+        raise ValueError(f"{what} labels: a classifier needs at least 2 classes, found "
+                         f"{len(classes)}{'' if not len(classes) else ' (' + repr(classes[0].item()) + ')'}")
+    return classes, encode_labels(labels, classes, f"{what} labels")
+
+
+def feature_stats(rows, scale=1.0, chunk=4096):
+    """Each column's mean and standard deviation (float64, ``(D,)`` each) of
+    ``rows`` times ``scale``, read ``chunk`` rows at a time, so that the memory
+    used stays O(chunk x D) whatever the data set's size. Chunks are merged by
+    Chan et al.'s pairwise update, which keeps the variance accurate where the
+    mean is large."""
+    N, D = rows.shape
+    count, mean, m2 = 0, np.zeros(D), np.zeros(D)
+    for start in range(0, N, chunk):
+        block = rows[start:start + chunk].astype(np.float64) * scale
+        n = block.shape[0]
+        block_mean = block.mean(axis=0)
+        block_m2 = ((block - block_mean) ** 2).sum(axis=0)
+        delta = block_mean - mean
+        total = count + n
+        mean += delta * (n / total)
+        m2 += block_m2 + delta ** 2 * (count * n / total)
+        count = total
+    return mean, np.sqrt(m2 / max(count, 1))
 
 
 def split_validation(images, labels, val_split, seed):
@@ -147,35 +181,54 @@ def split_validation(images, labels, val_split, seed):
 
 class Trainer:
     """One training run of ``config`` on ``images`` (N, D) or (N, ...), uint8 pixels or float
-    features (see :data:`FEATURE_DTYPES`), and integer ``labels``."""
+    features (see :data:`FEATURE_DTYPES`), and ``labels``, integers or strings.
 
-    def __init__(self, config, images, labels, *, model=None):
+    ``classes`` lists every class label, sorted (default: those found in
+    ``labels``); the output layer has one unit per class. A data set with a
+    fixed list of classes (MNIST's ten digits) passes it, so that a subset
+    missing a digit still trains a ten-way model."""
+
+    def __init__(self, config, images, labels, *, classes=None, model=None):
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config
-        images, labels = _as_rows(images, labels, "training")
+        images = _as_rows(images, "training")
+        if model is not None and classes is None:
+            classes = model.classes
+        self.classes, labels = _classes_and_units(labels, classes, images.shape[0], "training")
         if config.limit is not None:
             images, labels = images[: config.limit], labels[: config.limit]
-        self.n_classes = int(labels.max()) + 1 if labels.size else 0
+        self.n_classes = len(self.classes)
         self.images, self.labels, self.val_images, self.val_labels = split_validation(
             images, labels, config.val_split, config.seed
         )
         self.n_train = self.images.shape[0]
         if self.n_train == 0:
             raise ValueError("training images: expected at least one sample, got none")
-        sizes = (self.images.shape[1], *config.hidden, max(self.n_classes, 10))
+        sizes = (self.images.shape[1], *config.hidden, self.n_classes)
+        standardize = config.standardize
+        if standardize is None:  # features of any scale are standardized; pixels are scaled by 1/255
+            standardize = self.images.dtype.kind == "f"
         if model is None:
-            model = MLP(sizes, dtype=config.dtype, seed=config.seed)
+            stats = {}
+            if standardize:
+                mean, std = feature_stats(self.images, PIXEL_SCALE if self.images.dtype == np.uint8 else 1.0)
+                stats = {"mean": mean, "std": std}
+            model = MLP(sizes, dtype=config.dtype, seed=config.seed, classes=self.classes, **stats)
         elif model.sizes != sizes or str(model.dtype) != config.dtype:
             raise ValueError(f"model: expected sizes {sizes} {config.dtype}, got {model.sizes} {model.dtype}")
+        elif not np.array_equal(model.classes, self.classes) or model.standardized != standardize:
+            raise ValueError("model: its classes or standardization differ from the run's")
         self.model = model
         self.ops = _engine.get(config.engine)
         self.batch_size = min(config.batch_size or self.n_train, self.n_train)
-        self.acts, self.scratch = _engine.allocate(model.sizes, self.batch_size, model.dtype,
-                                                    _engine.input_dtype(model.sizes, self.images.dtype, model.dtype))
+        self.acts, self.scratch = _engine.allocate(
+            model.sizes, self.batch_size, model.dtype,
+            _engine.input_dtype(model.sizes, self.images.dtype, model.dtype, model.standardized))
         self.params = _engine.params_of(model)
         self.grads = _engine.Params(np.zeros(model.n_params, model.dtype), self.params.sizes)
         self.moments = _engine.Moments(np.zeros(model.n_params, model.dtype), np.zeros(model.n_params, model.dtype))
+        self.preprocess = _engine.preprocess_of(model)
         # Run state: everything a checkpoint must hold to resume bit for bit.
         self.rng = np.random.default_rng([config.seed, 1])
         self.epoch = 0  # epochs completed
@@ -185,6 +238,7 @@ class Trainer:
         self.running = np.zeros(3)  # loss sum, correct, seconds in the current epoch
         self.history = []
         self.best = {"epoch": None, "val_accuracy": -1.0, "params": None, "bad_epochs": 0}
+        self.data_info = None  #: what the caller says of the data (JSON), kept in checkpoints
 
     @property
     def batches_per_epoch(self):
@@ -214,12 +268,11 @@ class Trainer:
         take), then the prediction pass that evaluation runs (one row)."""
         order = np.arange(self.n_train, dtype=np.int64)
         ops = self.ops
-        gather_scale, scale = self._scales
+        data = self._data(order)
         return [
             (ops.train_batches, self._step_args(order, 0, 0, 1, self.config.lr)),
-            (ops.gather_batch, (self.acts.x[:1], self.acts.y[:1], self.images, np.zeros(1, np.int32), order, 0,
-                                gather_scale)),
-            (ops.forward, (self.params, self.acts, self.scratch, 1, scale)),
+            (ops.load_batch, (self.acts, data, 0, 1)),
+            (ops.forward, (self.params, self.acts, self.scratch, 1, data.scale, 0.0, 0, 0)),
         ]
 
     @property
@@ -229,12 +282,14 @@ class Trainer:
         scale = PIXEL_SCALE if self.images.dtype == np.uint8 else 1.0
         return (1.0, scale) if self.acts.x.dtype == self.images.dtype else (scale, 1.0)
 
+    def _data(self, order):
+        return _engine.Data(self.images, self.labels, order, *self._scales, *self.preprocess)
+
     def _step_args(self, order, start, count, n, lr):
         c = self.config
         settings = _engine.Settings(_engine.OPTIMIZERS.index(c.optimizer), lr, c.momentum, c.weight_decay,
-                                    c.beta1, c.beta2, c.eps)
-        data = _engine.Data(self.images, self.labels, order, *self._scales)
-        return (self.params, self.grads, self.moments, self.acts, self.scratch, data, settings,
+                                    c.beta1, c.beta2, c.eps, c.dropout, c.seed)
+        return (self.params, self.grads, self.moments, self.acts, self.scratch, self._data(order), settings,
                 start, count, n, self.step)
 
     # --- running -----------------------------------------------------------------
@@ -298,7 +353,7 @@ class Trainer:
         loss_sum, correct, seconds = self.running
         val_loss = val_acc = None
         if self.val_images is not None:
-            ev = evaluate(self.model, self.val_images, self.val_labels, engine=self.config.engine)
+            ev = _evaluate_units(self.model, self.val_images, self.val_labels, engine=self.config.engine)
             val_loss, val_acc = ev.loss, ev.accuracy
             if val_acc > self.best["val_accuracy"]:
                 self.best.update(epoch=self.epoch + 1, val_accuracy=val_acc,
@@ -350,6 +405,7 @@ class Trainer:
             "rng": self.rng.bit_generator.state,
             "history": [asdict(m) for m in self.history],
             "best": {k: v for k, v in self.best.items() if k != "params"},
+            "data": self.data_info,
         }
         self.model.save(path, arrays=arrays, meta=meta)
 
@@ -363,7 +419,7 @@ class Trainer:
         config = TrainConfig.from_dict(meta["config"])
         if epochs is not None:
             config = config.replace(epochs=epochs)
-        trainer = cls(config, images, labels, model=model)
+        trainer = cls(config, images, labels, classes=model.classes, model=model)
         if meta.get("n_train", trainer.n_train) != trainer.n_train:
             raise ModelFormatError(
                 f"{path}: saved for {meta['n_train']} training samples, given {trainer.n_train} "
@@ -386,10 +442,11 @@ class Trainer:
         trainer.history = [EpochMetrics(**m) for m in meta["history"]]
         trainer.best.update(meta["best"])
         trainer.best["params"] = arrays.get("best_params")
+        trainer.data_info = meta.get("data")
         return trainer
 
 
-def train(config, images, labels, **callbacks):
+def train(config, images, labels, *, classes=None, **callbacks):
     """Train a new model on ``images``/``labels`` with ``config``; returns a :class:`TrainResult`."""
-    trainer = Trainer(config, images, labels)
+    trainer = Trainer(config, images, labels, classes=classes)
     return trainer.run(**callbacks)

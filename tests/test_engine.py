@@ -32,7 +32,7 @@ def test_get_rejects_unknown_names():
 def test_get_returns_a_named_engine_with_every_entry(name):
     ops = engine.get(name)
     assert ops.name == name
-    for entry in ("forward", "backward", "update", "train_batches", "gather_batch", "count_correct"):
+    for entry in ("load_batch", "forward", "backward", "update", "train_batches", "gather_batch", "count_correct"):
         assert callable(getattr(ops, entry)), entry
     assert engine.get(name) is ops  # built once
 
@@ -172,10 +172,11 @@ class Net:
         return (1.0, 1 / 255) if self.acts.x.dtype == np.uint8 else (1 / 255, 1.0)
 
     def settings(self, optimizer="sgd", lr=0.1, weight_decay=0.0):
-        return engine.Settings(engine.OPTIMIZERS.index(optimizer), lr, 0.9, weight_decay, 0.9, 0.999, 1e-8)
+        return engine.Settings(engine.OPTIMIZERS.index(optimizer), lr, 0.9, weight_decay, 0.9, 0.999, 1e-8,
+                               0.0, 0)
 
     def steps(self, name, start, count, *, optimizer="sgd", lr=0.1):
-        data = engine.Data(self.images, self.labels, self.order, *self.scales)
+        data = engine.Data(self.images, self.labels, self.order, *self.scales, *engine.preprocess_of(self.model))
         return engine.get(name).train_batches(self.params, self.grads, self.moments, self.acts, self.scratch, data,
                                               self.settings(optimizer, lr), start, count, self.B, 0)
 
@@ -184,7 +185,7 @@ class Net:
         ops = engine.get(name)
         gather_scale, scale = self.scales
         ops.gather_batch(self.acts.x[:n], self.acts.y[:n], self.images, self.labels, self.order, 0, gather_scale)
-        ops.forward(self.params, self.acts, self.scratch, n, scale)
+        ops.forward(self.params, self.acts, self.scratch, n, scale, 0.0, 0, 0)
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -298,7 +299,7 @@ def test_backward_gives_the_gradient_of_every_layer(rng, name, sizes, n):
         b[...] = rng.normal(0, 0.1, b.shape)
     net.grads.flat[:] = np.nan  # backward overwrites every gradient
     net.forward(name, n)
-    engine.get(name).backward(net.grads, net.params, net.acts, net.scratch, n, net.scales[1])
+    engine.get(name).backward(net.grads, net.params, net.acts, net.scratch, n, net.scales[1], 0.0)
     got = MLP(sizes, dtype=net.model.dtype, params=net.grads.flat).named_parameters()
     expected = numpy_gradients(net.model, net.images[:n] / 255.0, net.labels[:n])
     assert got.keys() == expected.keys()

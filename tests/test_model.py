@@ -7,6 +7,8 @@ tested in tests/test_engine.py.)
 """
 import json
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -375,3 +377,65 @@ def test_saved_file_has_ordinary_permissions(tmp_path):
     finally:
         os.umask(old_umask)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+# --- classes and standardization (format 2), and format-1 files ---------------------------
+
+FIXTURES = Path(__file__).parent / "data"
+
+
+def test_a_format_1_file_still_loads():
+    """tests/data/model-v1.npz was written by the format-1 writer: MLP((6, 5, 3), seed=7).save(...)."""
+    schema = json.loads(str(np.load(FIXTURES / "model-v1.npz")["schema"]))
+    assert schema["version"] == 1 and "classes" not in schema
+    model = MLP.load(FIXTURES / "model-v1.npz")
+    assert model.sizes == (6, 5, 3) and model.dtype == np.float32
+    assert model.classes.tolist() == [0, 1, 2] and not model.standardized
+    np.testing.assert_array_equal(model.params, MLP((6, 5, 3), seed=7).params)
+
+
+@pytest.mark.parametrize("classes", [[3, 7, 42], ["cat", "dog", "emu"], [-1, 0, 2**40]])
+def test_classes_and_standardization_round_trip(tmp_path, rng, classes):
+    mean, std = rng.standard_normal(4), rng.uniform(0.5, 2, 4)
+    model = MLP((4, 3), classes=classes, mean=mean, std=std)
+    model.save(tmp_path / "m.npz")
+    schema = json.loads(str(np.load(tmp_path / "m.npz")["schema"]))
+    assert schema["version"] == FORMAT_VERSION == 2 and schema["classes"] == classes and schema["standardize"]
+    again = MLP.load(tmp_path / "m.npz")
+    assert again.classes.tolist() == classes
+    np.testing.assert_array_equal(again.mean, mean)
+    np.testing.assert_array_equal(again.std, std)
+    assert again.decode([2, 0]).tolist() == [classes[2], classes[0]]
+    np.testing.assert_array_equal(again.encode(np.array(classes)[[1, 1, 0]]), [1, 1, 0])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(classes=[0, 1]), "expected 3 labels"),
+    (dict(classes=[2, 1, 0]), "sorted"),
+    (dict(classes=[1, 1, 2]), "distinct"),
+    (dict(classes=[[0, 1, 2]]), "1-D"),
+    (dict(classes=[0.5, 1, 2]), "integer or string"),
+    (dict(mean=np.zeros(4)), "both or neither"),
+    (dict(mean=np.zeros(3), std=np.ones(3)), r"shape \(4,\)"),
+    (dict(mean=np.zeros(4), std=np.full(4, np.nan)), "finite"),
+])
+def test_classes_and_standardization_are_validated(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MLP((4, 3), **kwargs)
+
+
+V2_BAD = [
+    ({"classes": "012"}, {}, "list of integers or of strings"),
+    ({"classes": [0, "a", 2]}, {}, "list of integers or of strings"),
+    ({"classes": [0, 1]}, {}, "expected 3 labels"),
+    ({"classes": [True, False, True]}, {}, "list of integers or of strings"),
+    ({"standardize": "yes"}, {}, "true or false"),
+    ({"standardize": True}, {}, "needs 'mean' float64 \\(4,\\), found no such array"),
+    ({"standardize": True}, {"mean": np.zeros(4, np.float32), "std": np.ones(4)}, "float32"),
+]
+
+
+@pytest.mark.parametrize("changes, arrays, message", V2_BAD)
+def test_load_refuses_bad_classes_or_standardization(tmp_path, changes, arrays, message):
+    path = write_npz(tmp_path / "m.npz", schema=good_schema(**changes), params=GOOD_PARAMS, **arrays)
+    assert re.search(message, refusal(path))

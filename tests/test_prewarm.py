@@ -24,7 +24,7 @@ _CHILD = textwrap.dedent("""
     assert prewarm.error is None, repr(prewarm.error)
     from fastnet.train import Trainer
     trainer = Trainer(config, data.train_images, data.train_labels)
-    fns = [trainer.ops.train_batches, trainer.ops.gather_batch, trainer.ops.forward]
+    fns = [trainer.ops.train_batches, trainer.ops.load_batch, trainer.ops.forward]
     before = [list(f.signatures) for f in fns]
     trainer.warmup()
     after = [list(f.signatures) for f in fns]
