@@ -396,6 +396,8 @@ def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=None)
         raise ValueError(f"images: expected (N, {D}) or (N, ...) with {D} values per sample, "
                          f"got shape {np.shape(images)}")
     images = np.ascontiguousarray(images)
+    if images.dtype.kind == "f" and images.dtype != model.dtype:
+        images = images.astype(model.dtype)  # as training converts them: one compiled pass per dtype
     ops = get(engine)
     N = images.shape[0]
     out = np.empty((N, model.sizes[-1]), model.dtype)

@@ -181,7 +181,9 @@ def split_validation(images, labels, val_split, seed):
 
 class Trainer:
     """One training run of ``config`` on ``images`` (N, D) or (N, ...), uint8 pixels or float
-    features (see :data:`FEATURE_DTYPES`), and ``labels``, integers or strings.
+    features (see :data:`FEATURE_DTYPES`), and ``labels``, integers or strings. Features
+    in the run's dtype (``config.dtype``) and uint8 pixels are trained on where they
+    lie; other float features are converted to it once.
 
     ``classes`` lists every class label, sorted (default: those found in
     ``labels``); the output layer has one unit per class. A data set with a
@@ -193,6 +195,10 @@ class Trainer:
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config
         images = _as_rows(images, "training")
+        if images.dtype.kind == "f" and images.dtype != np.dtype(config.dtype):
+            # one loop per parameter dtype serves float features: float64 features of a
+            # float32 run are copied once at half their size (and float32 ones of a float64 run)
+            images = images.astype(config.dtype)
         if model is not None and classes is None:
             classes = model.classes
         self.classes, labels = _classes_and_units(labels, classes, images.shape[0], "training")

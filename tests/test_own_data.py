@@ -87,7 +87,7 @@ def test_one_class_is_a_clear_error():
 
 def test_a_label_the_model_never_saw_is_named_at_evaluation():
     x, y = blobs(n=200, labels=[3, 7, 42])
-    trainer = Trainer(TrainConfig(**QUICK, epochs=1), x, y)
+    trainer = Trainer(TrainConfig(**{**QUICK, "epochs": 1}), x, y)
     y_bad = y.copy()
     y_bad[17] = 5
     with pytest.raises(ValueError, match=r"label 5 \(sample 17\) is not one of the model's classes \[3, 7, 42\]"):
@@ -109,7 +109,7 @@ def test_mnist_style_labels_keep_ten_outputs_and_the_old_bits(rng):
     """Labels 0..9 give the ten outputs they always had: the same model as before."""
     x = rng.integers(0, 256, (256, 20), dtype=np.uint8)
     y = np.arange(256) % 10
-    trainer = Trainer(TrainConfig(**QUICK, epochs=1), x, y)
+    trainer = Trainer(TrainConfig(**{**QUICK, "epochs": 1}), x, y)
     assert trainer.model.sizes == (20, 16, 10)
     assert trainer.model.classes.tolist() == list(range(10))
 
