@@ -316,6 +316,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             beta2=float(self.beta_2),
             eps=float(self.epsilon),
             dropout=float(self.dropout),
+            standardize=False,  # features as given, as scikit-learn's; a Pipeline's StandardScaler scales them
             seed=seed,
             threads=threads,
         )
