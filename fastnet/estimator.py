@@ -12,8 +12,10 @@ its parameters and data as scikit-learn does, turns them into a
 run the epochs, deciding after each one, as scikit-learn does, whether to
 stop (``tol``, ``n_iter_no_change``, ``early_stopping``).
 
-**How the parameters map.** With a constant learning rate the update rules
-are scikit-learn's, step for step:
+**How the parameters map.** Features are used as given, as scikit-learn
+uses them (``fastnet-train`` standardizes float features; here a
+``Pipeline``'s ``StandardScaler`` does that). With a constant learning rate
+the update rules are scikit-learn's, step for step:
 
 - ``solver="sgd"``: plain SGD when ``momentum=0``, else heavy-ball or (with
   ``nesterovs_momentum``) Nesterov momentum. fastnet keeps PyTorch's velocity
