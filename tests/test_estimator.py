@@ -74,10 +74,10 @@ def small(**params):
 # --- the package ------------------------------------------------------------------
 
 
-def test_import_fastnet_does_not_import_sklearn():
+def test_import_fastnet_does_not_import_sklearn(tmp_path):
     code = ("import sys, fastnet; assert 'sklearn' not in sys.modules and 'numba' not in sys.modules; "
             "from fastnet.estimator import MLPClassifier; assert fastnet.MLPClassifier is MLPClassifier")
-    subprocess.run([sys.executable, "-c", code], check=True)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)  # the installed fastnet
 
 
 # --- the same steps as scikit-learn ---------------------------------------------------
