@@ -144,7 +144,7 @@ def _classes_and_units(labels, classes, n, what):
     return classes, encode_labels(labels, classes, f"{what} labels")
 
 
-def feature_stats(rows, scale=1.0, chunk=4096):
+def feature_stats(rows, scale=1.0, chunk=512):
     """Each column's mean and standard deviation (float64, ``(D,)`` each) of
     ``rows`` times ``scale``, read ``chunk`` rows at a time, so that the memory
     used stays O(chunk x D) whatever the data set's size. Chunks are merged by
