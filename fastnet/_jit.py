@@ -50,8 +50,15 @@ def jit(fn=None, *, parallel=False, reassoc=True, inline=False):
 # (engine.train_batches) holds its callees (the kernels) compiled into it, so
 # after a kernel changes, a stale caller would still run the old kernel -- with
 # the old kernel's idea of its arguments. For fastnet's own functions the stamp
-# below covers every source file of the package, so any change to any of them
-# recompiles everything. (Users embedding the kernels: see docs/kernels.md.)
+# below covers every source file whose code or constants Numba compiles (the
+# kernels, the engine's passes, this module, and config's names the engine
+# numbers its update rules by), so a change to any of them recompiles
+# everything; editing the commands, the trainer or the estimator does not.
+# (Users embedding the kernels: see docs/kernels.md.)
+
+#: The sources that compiled code is made of, relative to the package.
+COMPILED_SOURCES = ("_jit.py", "config.py", "engine.py", "kernels/*.py")
+
 
 def _package_stamp():
     import hashlib
@@ -59,7 +66,8 @@ def _package_stamp():
 
     digest = hashlib.sha256()
     root = Path(__file__).resolve().parent
-    for path in sorted(root.rglob("*.py")):
+    paths = sorted({path for pattern in COMPILED_SOURCES for path in root.glob(pattern)})
+    for path in paths:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

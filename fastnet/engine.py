@@ -395,7 +395,7 @@ def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=None)
     if images.ndim != 2 or images.shape[1] != D:
         raise ValueError(f"images: expected (N, {D}) or (N, ...) with {D} values per sample, "
                          f"got shape {np.shape(images)}")
-    images = np.ascontiguousarray(images)
+    images = np.require(images, requirements=("C", "W"))  # read-only arrays would compile apart
     if images.dtype.kind == "f" and images.dtype != model.dtype:
         images = images.astype(model.dtype)  # as training converts them: one compiled pass per dtype
     ops = get(engine)

@@ -122,7 +122,9 @@ def _as_rows(images, what):
     if str(images.dtype) not in FEATURE_DTYPES or images.ndim < 2:
         raise ValueError(f"{what} images: expected (N, ...) features of {', '.join(FEATURE_DTYPES)}, "
                          f"got {images.dtype} {images.shape}")
-    rows = np.ascontiguousarray(images.reshape(images.shape[0], math.prod(images.shape[1:])))
+    # a read-only array (a memory map joblib hands its workers, say) is copied: Numba types it
+    # apart, and would compile the whole loop again for it
+    rows = np.require(images.reshape(images.shape[0], math.prod(images.shape[1:])), requirements=("C", "W"))
     if rows.dtype.kind == "f":
         bad = first_non_finite(rows)
         if bad is not None:
