@@ -17,7 +17,11 @@ file with the wrong format, version, shapes or dtype is refused with a
 :class:`ModelFormatError` that says what was expected and what was found.
 """
 import json
+import math
+import operator
+import re
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +56,20 @@ def _shown(values, limit=10):
     return repr(values) if len(values) <= limit else repr(values[:limit])[:-1] + ", ...]"
 
 
-def _check_sizes(sizes):
-    sizes = tuple(int(s) for s in sizes)
+def _check_sizes(sizes, strict=False):
+    """``sizes`` as a tuple of whole widths >= 1, at least two; ``strict``: a list
+    of JSON integers (as a file's schema holds them), nothing else."""
+    if strict and not isinstance(sizes, list):
+        raise ValueError(f"expected a list of widths, got {type(sizes).__name__}")
+    try:
+        sizes = tuple(sizes)
+        if any(isinstance(s, bool) for s in sizes):
+            raise TypeError("true/false is not a width")
+        sizes = tuple(operator.index(s) for s in sizes)
+    except TypeError as exc:
+        raise ValueError(f"sizes: expected whole widths, got {str(sizes)[:80]} ({exc})") from None
     if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes: expected at least an input and an output width, all >= 1, got {sizes}")
+        raise ValueError(f"sizes: expected at least an input and an output width, all >= 1, got {str(sizes)[:80]}")
     return sizes
 
 
@@ -168,95 +182,291 @@ class MLP:
         atomic_savez(path, payload)
 
     @classmethod
-    def load(cls, path, *, with_state=False):
-        """Read a model written by :meth:`save`. With ``with_state``, also return
-        ``(arrays, meta)``: the training state saved beside it, if any."""
-        path = Path(path)
-        with open(path, "rb") as f:
+    def load(cls, path, *, with_state=False, with_meta=False):
+        """Read a model written by :meth:`save`.
+
+        With ``with_meta``, return ``(model, meta)``: the ``meta`` saved beside
+        it (None if none), and no training-state array is read. With
+        ``with_state``, return ``(model, arrays, meta)``, ``arrays`` holding
+        every training-state array (see :func:`read_state` to read a known
+        set, each checked against its expected shape and dtype).
+
+        Every array's npy header is checked against what the schema says it
+        must hold before its data is read, so a small file cannot make this
+        allocate more than the model itself needs."""
+        with _Archive(path) as archive:
+            model, meta = archive.model()
+            if with_state:
+                arrays = {name[len("state_"):]: archive.read_any(name)
+                          for name in archive.names if name.startswith("state_")}
+                return model, arrays, meta
+        return (model, meta) if with_meta else model
+
+
+#: The schema's keys, by format version ("training" is optional in each).
+_SCHEMA_KEYS = {1: {"format", "version", "sizes", "dtype", "layout"},
+                2: {"format", "version", "sizes", "dtype", "layout", "classes", "standardize"}}
+_LAYOUT = "flat: W1..Wn (inputs, outputs) row-major, then b1..bn"
+#: The longest schema (JSON text, in characters) a file may hold: room for a
+#: hundred thousand class labels, a deep network and a long training history.
+MAX_SCHEMA_CHARS = 1 << 24
+#: What a file's member may be called: ``NAME.npy``.
+_MEMBER = re.compile(r"([A-Za-z0-9_]+)\.npy")
+#: What reading a damaged or hostile zip file can raise.
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                RuntimeError, OverflowError, KeyError, TypeError, SyntaxError)
+
+
+class _Archive:
+    """An ``.npz`` file opened for checked reading: its members are listed
+    once, and each array's npy header (version, dtype, shape) is decoded and
+    compared with what the caller expects before a byte of its data is read."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:  # FileNotFoundError, IsADirectoryError: the caller's to word
             magic = f.read(4)
         if magic != b"PK\x03\x04":
             raise ModelFormatError(
-                f"{path}: not a fastnet model: expected an .npz (zip) file, found "
+                f"{self.path}: not a fastnet model: expected an .npz (zip) file, found "
                 f"{'an empty file' if not magic else 'bytes ' + repr(magic)}"
             )
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                # a model alone needs no training state: leave those arrays unread
-                wanted = [n for n in npz.files if with_state or not n.startswith("state_")]
-                files = {name: npz[name] for name in wanted}
-        except FileNotFoundError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ModelFormatError(f"{path}: not a fastnet model (expected an .npz file): {exc}") from None
-        if "schema" not in files or "params" not in files:
-            raise ModelFormatError(
-                f"{path}: not a fastnet model: expected arrays 'schema' and 'params', "
-                f"found {sorted(files) or 'none'}"
-            )
+            self.zip = zipfile.ZipFile(self.path)
+            infos = self.zip.infolist()
+        except _READ_ERRORS as exc:
+            raise self.error(f"not a fastnet model (expected an .npz file): {exc}") from None
+        self.members = {}
+        for info in infos:
+            match = _MEMBER.fullmatch(info.filename)
+            if match is None or match[1] in self.members:
+                self.zip.close()
+                what = "twice" if match else "(expected NAME.npy members only)"
+                raise self.error(f"not a fastnet model: holds {info.filename[:80]!r} {what}")
+            self.members[match[1]] = info
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+
+    @property
+    def names(self):
+        return list(self.members)
+
+    def error(self, message):
+        return ModelFormatError(f"{self.path}: {message}")
+
+    def header(self, name):
+        """``(shape, dtype)`` of array ``name``, from its npy header alone."""
         try:
-            schema = json.loads(str(files["schema"]))
-        except json.JSONDecodeError as exc:
-            raise ModelFormatError(f"{path}: schema is not valid JSON: {exc}") from None
+            with self.zip.open(self.members[name]) as f:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                else:
+                    raise ValueError(f"npy format version {version} (expected 1.0 or 2.0)")
+        except _READ_ERRORS as exc:
+            raise self.error(f"array {name!r} is damaged: {str(exc)[:200]}") from None
+        if fortran and len(shape) > 1:
+            raise self.error(f"array {name!r}: expected C order, found Fortran order")
+        return shape, dtype
+
+    def read(self, name, shape, dtype, what=None):
+        """Array ``name``, refused unless its header says ``shape`` and ``dtype``; the
+        refusal begins with ``what`` (default: "expected 'name'")."""
+        found = self.header(name)
+        if found != (tuple(shape), np.dtype(dtype)):
+            raise self.error(f"{what or f'expected {name!r}'} of shape {tuple(shape)} {np.dtype(dtype)}, "
+                             f"found {found[0]} {found[1]}")
+        return self._data(name, found)
+
+    def read_any(self, name):
+        """A 1-D numeric array ``name`` of any length the memory can hold (training state)."""
+        shape, dtype = self.header(name)
+        if len(shape) != 1 or dtype.kind not in "biuf" or dtype.hasobject:
+            raise self.error(f"array {name!r}: expected a 1-D numeric array, found {dtype} {shape}")
+        return self._data(name, (shape, dtype))
+
+    def _data(self, name, header):
+        shape, dtype = header
+        try:
+            check_memory(math.prod(shape) * dtype.itemsize, f"array {name!r}")
+        except MemoryError as exc:
+            raise self.error(str(exc)) from None
+        try:
+            with self.zip.open(self.members[name]) as f:
+                array = np.lib.format.read_array(f, allow_pickle=False)
+        except _READ_ERRORS as exc:
+            raise self.error(f"array {name!r} is damaged (truncated?): {str(exc)[:200]}") from None
+        if array.shape != shape or array.dtype != dtype:  # a header that changed under us
+            raise self.error(f"array {name!r}: expected {dtype} {shape}, found {array.dtype} {array.shape}")
+        return array
+
+    def schema(self):
+        for name in ("schema", "params"):
+            if name not in self.members:
+                raise self.error(f"not a fastnet model: expected arrays 'schema' and 'params', "
+                                 f"found {sorted(self.members) or 'none'}")
+        shape, dtype = self.header("schema")
+        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * MAX_SCHEMA_CHARS:
+            raise self.error(f"expected the schema as JSON text of at most {MAX_SCHEMA_CHARS} characters, "
+                             f"found {dtype} {shape}")
+        try:
+            schema = json.loads(str(self._data("schema", (shape, dtype))))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, and integers too long to convert
+            raise self.error(f"schema is not valid JSON: {str(exc)[:200]}") from None
         if not isinstance(schema, dict):
-            raise ModelFormatError(f"{path}: expected the schema to be a JSON object, found {type(schema).__name__}")
+            raise self.error(f"expected the schema to be a JSON object, found {type(schema).__name__}")
+        return schema
+
+    def model(self):
+        """``(MLP, meta)``: the model checked against its schema, and the schema's "training"."""
+        schema = self.schema()
         if schema.get("format") != FORMAT:
-            raise ModelFormatError(f"{path}: expected format {FORMAT!r}, found {schema.get('format')!r}")
+            raise self.error(f"expected format {FORMAT!r}, found {_short(schema.get('format'))}")
         version = schema.get("version")
         if version not in READABLE_VERSIONS or isinstance(version, bool):
-            raise ModelFormatError(
-                f"{path}: expected {FORMAT} version {FORMAT_VERSION} (or an older: "
+            raise self.error(
+                f"expected {FORMAT} version {FORMAT_VERSION} (or an older: "
                 f"{', '.join(map(str, READABLE_VERSIONS[:-1]))}), "
-                f"found version {version!r} (written by another fastnet release?)"
+                f"found version {_short(version)} (written by another fastnet release?)"
             )
+        keys = _SCHEMA_KEYS[version]
+        missing, extra = sorted(keys - set(schema)), sorted(set(schema) - keys - {"training"})
+        if missing or extra:
+            raise self.error(f"schema of version {version}: "
+                             + "; ".join(f"{what} {', '.join(map(repr, names))[:200]}"
+                                         for what, names in (("missing", missing), ("unexpected", extra)) if names))
+        if schema["layout"] != _LAYOUT:
+            raise self.error(f"expected the layout {_LAYOUT!r}, found {_short(schema['layout'])}")
+        meta = schema.get("training")
+        if meta is not None and not isinstance(meta, dict):
+            raise self.error(f"expected 'training' in the schema to be a JSON object, found {type(meta).__name__}")
         try:
-            sizes = _check_sizes(schema["sizes"])
-            dtype = np.dtype(schema["dtype"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"{path}: bad sizes or dtype in schema: {exc}") from None
-        if str(dtype) not in DTYPES:
-            raise ModelFormatError(f"{path}: expected dtype one of {DTYPES}, found {dtype}")
-        params = files["params"]
+            sizes = _check_sizes(schema["sizes"], strict=True)
+        except (TypeError, ValueError) as exc:
+            raise self.error(f"bad sizes or dtype in schema: {exc}") from None
+        dtype = schema["dtype"]
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise self.error(f"bad sizes or dtype in schema: expected dtype one of {DTYPES}, found {_short(dtype)}")
+        dtype = np.dtype(dtype)
         expected = sum(d * h + h for d, h in zip(sizes[:-1], sizes[1:]))
-        if params.shape != (expected,) or params.dtype != dtype:
-            raise ModelFormatError(
-                f"{path}: sizes {list(sizes)} {dtype} need params of shape ({expected},) {dtype}, "
-                f"found {params.shape} {params.dtype}"
-            )
-        extra = {}
-        if version >= 2:
-            extra = _read_v2_fields(path, schema, files, sizes)
+        params = self.read("params", (expected,), dtype,
+                           what=f"sizes {_short(list(sizes))} {dtype} need params")
+        bad = first_non_finite_index(params)
+        if bad is not None:
+            raise self.error(f"params[{bad}] is {params[bad]}: expected finite weights and biases "
+                             "(saved from a run that diverged?)")
+        extra = _read_v2_fields(self, schema, sizes) if version >= 2 else {}
+        allowed = {"schema", "params"} | ({"mean", "std"} if extra.get("mean") is not None else set())
+        unexpected = sorted(n for n in self.members if n not in allowed and not n.startswith("state_"))
+        if unexpected:
+            raise self.error(f"unexpected arrays {', '.join(map(repr, unexpected))[:200]} "
+                             f"(expected {', '.join(sorted(allowed))} and training state_*)")
         try:
-            model = cls(sizes, dtype=dtype, params=params, **extra)
+            model = MLP(sizes, dtype=dtype, params=params, **extra)
         except ValueError as exc:
-            raise ModelFormatError(f"{path}: {exc}") from None
-        if not with_state:
-            return model
-        arrays = {name[len("state_"):]: value for name, value in files.items() if name.startswith("state_")}
-        return model, arrays, schema.get("training")
+            raise self.error(str(exc)) from None
+        return model, meta
 
 
-def _read_v2_fields(path, schema, files, sizes):
+def read_state(path, expected):
+    """The training-state arrays of the file ``path``: ``expected`` maps each
+    name (without its ``state_`` prefix) to ``(shape, dtype)``. An array of
+    another name, shape or dtype is refused before it is read; an expected
+    one that is absent is left out of the returned dict."""
+    with _Archive(path) as archive:
+        unknown = sorted(n for n in archive.names if n.startswith("state_") and n[len("state_"):] not in expected)
+        if unknown:
+            raise archive.error(f"unexpected training state {', '.join(unknown)[:200]} "
+                                f"(expected {', '.join('state_' + n for n in expected)})")
+        return {name: archive.read(f"state_{name}", shape, dtype, what=f"expected state_{name}")
+                for name, (shape, dtype) in expected.items() if f"state_{name}" in archive.members}
+
+
+def first_non_finite_index(values, chunk=1 << 16):
+    """The index of the first NaN or infinity in the 1-D float array ``values``, or None
+    (checked a chunk at a time, so no temporary the size of ``values`` is made)."""
+    for start in range(0, values.shape[0], chunk):
+        ok = np.isfinite(values[start:start + chunk])
+        if not ok.all():
+            return start + int(np.argmin(ok))
+    return None
+
+
+def available_memory():
+    """Bytes this process may still allocate, as far as can be told: the
+    smaller of the memory the system reports available and what the address
+    space limit (``RLIMIT_AS``) leaves; None if neither is known."""
+    limits = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limits.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            used = 0
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmSize:"):
+                        used = int(line.split()[1]) * 1024
+            limits.append(max(soft - used, 0))
+    except (ImportError, OSError, ValueError, IndexError):
+        pass
+    return min(limits) if limits else None
+
+
+def check_memory(nbytes, what):
+    """MemoryError naming ``what`` and the figures if ``nbytes`` more bytes would not fit."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise MemoryError(f"{what} needs {_bytes(nbytes)}, more than the {_bytes(available)} of memory available")
+
+
+def _short(value, limit=80):
+    """``repr(value)``, cut to ``limit`` characters: a hostile file's values go into one line."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bytes(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _read_v2_fields(archive, schema, sizes):
     """The classes and standardization of a version-2 file, checked."""
     classes = schema.get("classes")
     if not isinstance(classes, list) or not (
-        all(isinstance(c, int) and not isinstance(c, bool) for c in classes)
+        all(isinstance(c, int) and not isinstance(c, bool) and -2**63 <= c < 2**63 for c in classes)
         or all(isinstance(c, str) for c in classes)
     ):
-        raise ModelFormatError(f"{path}: expected 'classes' in the schema to be a list of integers or of strings, "
-                               f"found {str(classes)[:80]}")
+        raise archive.error(f"expected 'classes' in the schema to be a list of integers or of strings "
+                            f"(integers within int64), found {_short(classes)}")
     standardize = schema.get("standardize")
     if not isinstance(standardize, bool):
-        raise ModelFormatError(f"{path}: expected 'standardize' in the schema to be true or false, "
-                               f"found {standardize!r}")
+        raise archive.error(f"expected 'standardize' in the schema to be true or false, "
+                            f"found {_short(standardize)}")
     extra = {"classes": np.array(classes) if classes else np.zeros(0, np.int64)}
     if standardize:
         D = sizes[0]
         for name in ("mean", "std"):
-            a = files.get(name)
-            if a is None or a.shape != (D,) or a.dtype != np.float64:
-                found = "no such array" if a is None else f"{a.dtype} {a.shape}"
-                raise ModelFormatError(f"{path}: a standardized model needs '{name}' float64 ({D},), found {found}")
-            extra[name] = a
+            if name not in archive.members:
+                raise archive.error(f"a standardized model needs '{name}' float64 ({D},), found no such array")
+            extra[name] = archive.read(name, (D,), np.float64,
+                                       what=f"a standardized model needs '{name}'")
     return extra
 
 
