@@ -63,6 +63,8 @@ class TrainConfig:
             _whole("batch_size", self.batch_size, 1)
         _whole("step_epochs", self.step_epochs, 1)
         _whole("seed", self.seed, 0)
+        if self.seed >= 2**63:
+            raise ConfigError(f"seed: expected a whole number below 2**63, got {self.seed!r}")
         for name in ("limit", "threads", "patience"):
             if getattr(self, name) is not None:
                 _whole(name, getattr(self, name), 1)
@@ -75,13 +77,16 @@ class TrainConfig:
         if self.standardize is not None and not isinstance(self.standardize, bool):
             raise ConfigError(f"standardize: expected true, false or None (float features only), "
                               f"got {self.standardize!r}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+        if not (_number(self.weight_decay) and math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay: expected a finite number >= 0, got {self.weight_decay}")
         v = self.val_split
-        if not (math.isfinite(v) and v >= 0 and (v < 1 or float(v).is_integer())):
+        if not (_number(v) and math.isfinite(v) and v >= 0 and (v < 1 or float(v).is_integer())):
             raise ConfigError(
-                f"val_split: expected a fraction in [0, 1) or a whole count of samples, got {v}"
+                f"val_split: expected a fraction in [0, 1) or a whole count of samples, got {v!r}"
             )
+        # the compiled loop takes these as floats: an int (lr=1) would compile another loop
+        for name in _FLOATS:
+            object.__setattr__(self, name, float(getattr(self, name)))
 
     def lr_at(self, epoch):
         """The learning rate of epoch ``epoch`` (counted from 0) under the schedule."""
@@ -110,6 +115,15 @@ class TrainConfig:
         return type(self).from_dict(d)
 
 
+#: The settings that are real numbers (an int given for one is taken as a float).
+_FLOATS = ("lr", "momentum", "weight_decay", "step_gamma", "beta1", "beta2", "eps", "dropout")
+
+
+def _number(value):
+    """A real number (not a bool) that a float can hold."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e300
+
+
 def _one_of(name, value, allowed):
     if value not in allowed:
         raise ConfigError(f"{name}: expected one of {', '.join(allowed)}; got {value!r}")
@@ -121,12 +135,12 @@ def _whole(name, value, minimum):
 
 
 def _positive(name, value):
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (_number(value) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name}: expected a finite number > 0, got {value!r}")
 
 
 def _in_unit(label, name, value, lower_open=False, upper_open=False):
-    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    ok = _number(value) and math.isfinite(value)
     ok = ok and (value > 0 if lower_open else value >= 0) and (value < 1 if upper_open else value <= 1)
     if not ok:
         raise ConfigError(f"{name}: expected a number in {label}, got {value!r}")

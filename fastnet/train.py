@@ -19,9 +19,20 @@ import numba
 import numpy as np
 
 from . import engine as _engine
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data.readers import first_non_finite
-from .model import MLP, ModelFormatError, check_classes, encode_labels, label_array
+from .model import (
+    MLP,
+    ModelFormatError,
+    _short,
+    available_memory,
+    check_classes,
+    check_memory,
+    encode_labels,
+    first_non_finite_index,
+    label_array,
+    read_state,
+)
 
 #: Progress is reported about this many times per epoch.
 PROGRESS_STEPS = 50
@@ -74,8 +85,22 @@ def evaluate(model, images, labels, *, engine="numba", batch_size=2048):
     return _evaluate_units(model, images, model.encode(labels), engine=engine, batch_size=batch_size)
 
 
+def prediction_batch(model, batch_size=2048):
+    """``batch_size``, or fewer where the memory available cannot hold the
+    activations of that many samples of ``model`` (a very wide network):
+    predictions do not depend on the batch size. MemoryError if not even one fits."""
+    sizes = model.sizes
+    per_sample = (sizes[0] + 2 * sum(sizes[1:-1]) + 2 * max(sizes[1:-1], default=0) + sizes[-1] + 2) \
+        * model.dtype.itemsize
+    available = available_memory()
+    if available is not None:
+        batch_size = max(1, min(batch_size, available // (2 * per_sample)))
+    check_memory(batch_size * per_sample, f"predicting with a {'-'.join(map(str, sizes))} network")
+    return batch_size
+
+
 def _evaluate_units(model, images, units, *, engine="numba", batch_size=2048):
-    probs = _engine.predict_proba(model, images, engine=engine, batch_size=batch_size)
+    probs = _engine.predict_proba(model, images, engine=engine, batch_size=prediction_batch(model, batch_size))
     if units.shape != (probs.shape[0],):
         raise ValueError(f"labels: expected shape ({probs.shape[0]},), got {units.shape}")
     K = probs.shape[1]
@@ -167,6 +192,17 @@ def feature_stats(rows, scale=1.0, chunk=512):
     return mean, np.sqrt(m2 / max(count, 1))
 
 
+def run_bytes(sizes, batch_size, dtype):
+    """About how many bytes a run of a network of widths ``sizes`` in batches of
+    ``batch_size`` allocates: its parameters five times (weights, gradients, two
+    moments, the best epoch's copy) and the activations of one batch."""
+    sizes = [int(s) for s in sizes]
+    n_params = sum(d * h + h for d, h in zip(sizes[:-1], sizes[1:]))
+    hidden = sizes[1:-1]
+    per_sample = sizes[0] + 2 * sum(hidden) + 2 * max(hidden, default=0) + sizes[-1] + 2
+    return (5 * n_params + batch_size * per_sample + 17 * sizes[-1] * (sizes[-2] + 1)) * np.dtype(dtype).itemsize
+
+
 def split_validation(images, labels, val_split, seed):
     """Hold out ``val_split`` (a fraction < 1, or a count) of the samples, chosen at random
     with ``seed``. Returns ``(train_images, train_labels, val_images, val_labels)``."""
@@ -217,6 +253,9 @@ class Trainer:
         standardize = config.standardize
         if standardize is None:  # features of any scale are standardized; pixels are scaled by 1/255
             standardize = self.images.dtype.kind == "f"
+        self.batch_size = min(config.batch_size or self.n_train, self.n_train)
+        check_memory(run_bytes(sizes, self.batch_size, config.dtype),
+                     f"training a {'-'.join(map(str, sizes))} {config.dtype} network in batches of {self.batch_size}")
         if model is None:
             stats = {}
             if standardize:
@@ -229,7 +268,6 @@ class Trainer:
             raise ValueError("model: its classes or standardization differ from the run's")
         self.model = model
         self.ops = _engine.get(config.engine)
-        self.batch_size = min(config.batch_size or self.n_train, self.n_train)
         self.acts, self.scratch = _engine.allocate(
             model.sizes, self.batch_size, model.dtype,
             _engine.input_dtype(model.sizes, self.images.dtype, model.dtype, model.standardized))
@@ -420,38 +458,194 @@ class Trainer:
     @classmethod
     def from_checkpoint(cls, path, images, labels, *, epochs=None):
         """Continue the run saved in ``path`` on the same training data.
-        ``epochs`` may raise the number of epochs to train in all."""
-        model, arrays, meta = MLP.load(path, with_state=True)
-        if not meta or "config" not in meta:
-            raise ModelFormatError(f"{path}: a fastnet model, but not a checkpoint (no training state in it)")
-        config = TrainConfig.from_dict(meta["config"])
+        ``epochs`` may raise the number of epochs to train in all.
+
+        Every field of the checkpoint is checked before anything runs (see
+        :func:`read_checkpoint`), and then against this data: the sample order
+        must be a permutation of the training samples, the batch and step
+        must be where an epoch of this many batches can be. A file that fails
+        raises :class:`~fastnet.model.ModelFormatError` naming it and the field."""
+        model, meta, config = read_checkpoint(path)
+        saved_epochs = config.epochs
         if epochs is not None:
             config = config.replace(epochs=epochs)
         trainer = cls(config, images, labels, classes=model.classes, model=model)
-        if meta.get("n_train", trainer.n_train) != trainer.n_train:
+        trainer._restore(path, meta, saved_epochs)
+        return trainer
+
+    def _restore(self, path, meta, saved_epochs):
+        """Take over the run state ``meta`` (checked by :func:`read_checkpoint`) and the
+        state arrays of ``path``, after checking them against this run's data."""
+        def bad(what):
+            return ModelFormatError(f"{path}: cannot resume: {what}")
+
+        if meta["n_train"] != self.n_train:
             raise ModelFormatError(
-                f"{path}: saved for {meta['n_train']} training samples, given {trainer.n_train} "
+                f"{path}: saved for {meta['n_train']} training samples, given {self.n_train} "
                 "(same data set, --limit and --val-split?)"
             )
-        for name, moment in zip(("state1", "state2"), trainer.moments):
-            if arrays[name].shape != (model.n_params,):
-                raise ModelFormatError(f"{path}: {name} has shape {arrays[name].shape}, expected ({model.n_params},)")
+        epoch, batch, step = meta["epoch"], meta["batch"], meta["step"]
+        total = self.batches_per_epoch
+        if epoch > saved_epochs:
+            raise bad(f"epoch {epoch} is past the run's {saved_epochs} epochs")
+        if len(meta["history"]) != epoch:
+            raise bad(f"epoch {epoch} needs {epoch} epochs of history, found {len(meta['history'])}")
+        if batch > total:
+            raise bad(f"batch {batch} is past the {total} batches of an epoch")
+        if step != epoch * total + batch:
+            raise bad(f"step {step}: expected {epoch * total + batch} ({epoch} epochs of {total} batches, "
+                      f"then {batch})")
+        best = meta["best"]
+        if best["epoch"] is not None and best["epoch"] > epoch or best["bad_epochs"] > epoch:
+            raise bad(f"best: epoch {best['epoch']} and bad_epochs {best['bad_epochs']} must be at most "
+                      f"the {epoch} epochs done")
+        P, dtype = self.model.n_params, self.model.dtype
+        arrays = read_state(path, {"state1": ((P,), dtype), "state2": ((P,), dtype),
+                                   "order": ((self.n_train,), np.int64), "best_params": ((P,), dtype)})
+        for name in ("state1", "state2"):
+            if name not in arrays:
+                raise bad(f"no state_{name} (the optimizer's state) in it")
+        for name in ("state1", "state2", "best_params"):
+            if name in arrays and first_non_finite_index(arrays[name]) is not None:
+                raise bad(f"state_{name} holds NaN or infinity")
+        if ("best_params" in arrays) != (best["epoch"] is not None):
+            raise bad("state_best_params and best epoch must come together")
+        order = arrays.get("order")
+        if order is None and batch:
+            raise bad(f"batch {batch} of an epoch without its sample order (no state_order)")
+        if order is not None:
+            n = self.n_train
+            if order.min(initial=0) < 0 or order.max(initial=0) >= n or np.any(np.bincount(order, minlength=n) != 1):
+                raise bad(f"state_order is not an order of the {n} training samples "
+                          "(each index 0..N-1 once)")
+        for moment, name in zip(self.moments, ("state1", "state2")):
             moment[:] = arrays[name]
-        if "order" in arrays:
-            if arrays["order"].shape != (trainer.n_train,):
-                raise ModelFormatError(
-                    f"{path}: saved for {arrays['order'].shape[0]} training samples, "
-                    f"given {trainer.n_train} (same data set, --limit and --val-split?)"
-                )
-            trainer.order = arrays["order"]
-        trainer.epoch, trainer.batch, trainer.step = meta["epoch"], meta["batch"], meta["step"]
-        trainer.running[:] = meta["running"]
-        trainer.rng.bit_generator.state = meta["rng"]
-        trainer.history = [EpochMetrics(**m) for m in meta["history"]]
-        trainer.best.update(meta["best"])
-        trainer.best["params"] = arrays.get("best_params")
-        trainer.data_info = meta.get("data")
-        return trainer
+        self.order = order
+        self.epoch, self.batch, self.step = epoch, batch, step
+        self.running[:] = meta["running"]
+        self.rng.bit_generator.state = meta["rng"]
+        self.history = [EpochMetrics(**m) for m in meta["history"]]
+        self.best.update(best)
+        self.best["params"] = arrays.get("best_params")
+        self.data_info = meta.get("data")
+
+
+#: What a checkpoint's run state holds (its "training" in the schema); "data" may be absent
+#: (checkpoints written before it was added).
+CHECKPOINT_KEYS = ("config", "n_train", "epoch", "batch", "step", "running", "rng", "history", "best")
+#: What "data" may say of the data a run was trained on (fastnet-train's --data FILE).
+DATA_INFO_KEYS = ("source", "label_column", "test_split", "seed")
+
+
+def read_checkpoint(path):
+    """``(model, meta, config)`` of the checkpoint ``path``: the model, its run state
+    and its :class:`~fastnet.config.TrainConfig`, each field of the state checked for
+    its type and range (what can be checked without the training data). Raises
+    :class:`~fastnet.model.ModelFormatError` naming the file and the field."""
+    model, meta = MLP.load(path, with_meta=True)
+    if not meta or "config" not in meta:
+        raise ModelFormatError(f"{path}: a fastnet model, but not a checkpoint (no training state in it)")
+    try:
+        return model, meta, check_checkpoint_meta(meta)
+    except (TypeError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: not a checkpoint fastnet can resume: {exc}") from None
+
+
+def check_checkpoint_meta(meta):
+    """The :class:`~fastnet.config.TrainConfig` of a checkpoint's run state ``meta``,
+    after checking every field's type and range; TypeError or ValueError naming the field."""
+    missing = [k for k in CHECKPOINT_KEYS if k not in meta]
+    extra = sorted(k for k in meta if k not in CHECKPOINT_KEYS and k != "data")
+    if missing or extra:
+        raise ValueError("; ".join(f"{what} {', '.join(map(repr, keys))[:200]}"
+                                   for what, keys in (("missing", missing), ("unexpected", extra)) if keys))
+    if not isinstance(meta["config"], dict):
+        raise TypeError(f"config: expected a JSON object, found {_short(meta['config'])}")
+    try:
+        config = TrainConfig.from_dict(meta["config"])
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ValueError(f"config: {str(exc)[:200]}") from None
+    for name in ("n_train", "epoch", "batch", "step"):
+        _whole(name, meta[name], 1 if name == "n_train" else 0)
+    running = meta["running"]
+    if not (isinstance(running, list) and len(running) == 3 and all(_finite(v) and v >= 0 for v in running)):
+        raise ValueError(f"running: expected 3 finite numbers >= 0, found {_short(running)}")
+    _check_rng(meta["rng"])
+    history = meta["history"]
+    if not isinstance(history, list):
+        raise TypeError(f"history: expected a list, found {_short(history)}")
+    for i, m in enumerate(history):
+        _check_metrics(i, m)
+    best = meta["best"]
+    if not (isinstance(best, dict) and sorted(best) == ["bad_epochs", "epoch", "val_accuracy"]):
+        raise ValueError(f"best: expected {{epoch, val_accuracy, bad_epochs}}, found {_short(best)}")
+    if best["epoch"] is not None:
+        _whole("best epoch", best["epoch"], 1)
+    _whole("best bad_epochs", best["bad_epochs"], 0)
+    if not _finite(best["val_accuracy"]):
+        raise ValueError(f"best val_accuracy: expected a number, found {_short(best['val_accuracy'])}")
+    check_data_info(meta.get("data"))
+    return config
+
+
+def check_data_info(info):
+    """``info`` (a checkpoint's "data": what fastnet-train says of a data file), checked;
+    ValueError naming the field."""
+    if info is None:
+        return info
+    if not isinstance(info, dict) or set(info) - set(DATA_INFO_KEYS):
+        raise ValueError(f"data: expected an object of {', '.join(DATA_INFO_KEYS)}, found {_short(info)}")
+    for name in ("source", "label_column"):
+        if info.get(name) is not None and not isinstance(info[name], str):
+            raise ValueError(f"data {name}: expected text, found {_short(info[name])}")
+    split = info.get("test_split")
+    if split is not None and not (_finite(split) and 0 < split < 1):
+        raise ValueError(f"data test_split: expected a fraction between 0 and 1, found {_short(split)}")
+    if info.get("seed") is not None:
+        _whole("data seed", info["seed"], 0)
+    return info
+
+
+_METRIC_FIELDS = ("epoch", "lr", "loss", "train_accuracy", "val_loss", "val_accuracy", "seconds",
+                  "samples_per_second")
+
+
+def _check_metrics(i, m):
+    if not (isinstance(m, dict) and sorted(m) == sorted(_METRIC_FIELDS)):
+        raise ValueError(f"history[{i}]: expected {{{', '.join(_METRIC_FIELDS)}}}, found {_short(m)}")
+    if m["epoch"] != i + 1 or isinstance(m["epoch"], bool):
+        raise ValueError(f"history[{i}] epoch: expected {i + 1}, found {_short(m['epoch'])}")
+    for name in _METRIC_FIELDS[1:]:
+        value = m[name]
+        if value is None and name.startswith("val_"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"history[{i}] {name}: expected a number, found {_short(value)}")
+
+
+def _check_rng(state):
+    """A PCG64 state, as ``np.random.default_rng().bit_generator.state`` gives it."""
+    ok = (isinstance(state, dict) and sorted(state) == ["bit_generator", "has_uint32", "state", "uinteger"]
+          and state["bit_generator"] == "PCG64" and isinstance(state["state"], dict)
+          and sorted(state["state"]) == ["inc", "state"]
+          and all(_int(v) and 0 <= v < 2**128 for v in state["state"].values())
+          and state["has_uint32"] in (0, 1) and _int(state["has_uint32"])
+          and _int(state["uinteger"]) and 0 <= state["uinteger"] < 2**32)
+    if not ok:
+        raise ValueError(f"rng: expected a PCG64 state, found {_short(state)}")
+
+
+def _int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(name, value, minimum):
+    if not (_int(value) and minimum <= value < 2**62):
+        raise ValueError(f"{name}: expected a whole number >= {minimum}, found {_short(value)}")
 
 
 def train(config, images, labels, *, classes=None, **callbacks):
