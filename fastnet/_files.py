@@ -2,21 +2,29 @@
 writes (models, checkpoints, metrics, IDX files, downloads) goes to a
 temporary file beside its destination first, and is renamed over it only
 when it is whole."""
+import glob
 import json
 import os
+import re
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+#: A temporary file's name: ``.NAME.PID-XXXX<suffix>``, PID the writing process's.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)-[A-Za-z0-9_]+(?P<suffix>\.[a-z]+)")
 
 
 @contextmanager
 def temporary_beside(path, suffix=".tmp"):
-    """A new, empty temporary file in ``path``'s folder, named ``.NAME.XXXX<suffix>``,
+    """A new, empty temporary file in ``path``'s folder, named ``.NAME.PID-XXXX<suffix>``,
     with the usual permissions: yields ``(fd, temporary path)``. The temporary file
-    is removed on leaving, unless the caller renamed it into place."""
+    is removed on leaving, unless the caller renamed it into place. Temporary files
+    of ``path`` left by writers that were killed (SIGKILL, SIGTERM, a power cut) are
+    removed first (see :func:`remove_stale_temporaries`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent)
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -51,3 +59,34 @@ def atomic_write_json(path, document):
     """``document`` as indented JSON in ``path``, atomically."""
     with atomic_write(path) as f:
         f.write((json.dumps(document, indent=2) + "\n").encode())
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files of ``path`` (``.NAME.PID-XXXX.tmp`` or ``.part``) whose
+    writing process ``PID`` no longer runs on this machine: a writer killed before
+    it could clean up. A live writer's file is left alone."""
+    path = Path(path)
+    try:
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.*-*.*"))
+    except OSError:
+        return
+    for candidate in candidates:
+        match = _TEMPORARY.fullmatch(candidate.name)
+        if match is None or match["name"] != path.name or match["suffix"] not in (".tmp", ".part"):
+            continue
+        if not _running(int(match["pid"])):
+            with suppress(OSError):
+                candidate.unlink()
+
+
+def _running(pid):
+    """Whether process ``pid`` exists (on this machine)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's: alive; a pid out of range: dead
+        return pid < 2**22
+    return True

@@ -41,6 +41,8 @@ DEFAULT_TEST_SPLIT = 0.1
 _FREE_ON_RESUME = ("epochs", "threads")
 
 _DEFAULTS = TrainConfig()
+#: The files ``--plot DIR`` writes (see :func:`fastnet.plots.write_all`).
+PLOT_FILES = ("curves.png", "confusion.png", "misclassified.png")
 
 
 class CommandError(Exception):
@@ -581,11 +583,7 @@ def _validate(parser, args, given):
         if name in given and not _is_data_file(args.data):
             parser.error(f"{_option(name)}: applies to --data FILE (.npz or CSV) only")
     if args.resume is not None:
-        fixed = sorted(name for name in _config_fields() if name in given and name not in _FREE_ON_RESUME)
-        if fixed:
-            parser.error(f"{', '.join(map(_option, fixed))}: cannot be changed when resuming; "
-                         "the checkpoint holds the run's settings (only --epochs and --threads may be given)")
-        return None
+        return None  # the options given are compared with the checkpoint's settings once it is read
     try:
         return TrainConfig(**{name: getattr(args, name) for name in _config_fields() if hasattr(args, name)})
     except ConfigError as exc:
@@ -599,22 +597,118 @@ def _config_fields():
 
 def _read_checkpoint_config(path):
     """The TrainConfig stored in the checkpoint ``path`` and what it says of its data
-    (a dict), or a CommandError saying why not."""
-    from .model import MLP, ModelFormatError
+    (a dict), every field checked, or a CommandError saying why not."""
+    from .model import ModelFormatError
+    from .train import read_checkpoint
 
     try:
-        _, _, meta = MLP.load(path, with_state=True)
+        _, meta, config = read_checkpoint(path)
     except (OSError, ModelFormatError) as exc:
+        if "not a checkpoint (no training state" in str(exc):
+            raise CommandError(f"{exc}; --resume needs a file saved by fastnet-train during training") from None
         raise CommandError(_model_error(exc, path)) from None
-    if not meta or "config" not in meta:
-        raise CommandError(f"{path}: a fastnet model, but not a checkpoint (no training state in it); "
-                           "--resume needs a file saved by fastnet-train during training")
+    return config, meta.get("data") or {}
+
+
+def _shown_setting(name, value):
+    """A setting's value as its option takes it."""
+    if name == "hidden":
+        return ",".join(map(str, value))
+    if name == "batch_size" and value is None:
+        return "full"
+    return "default" if value is None else str(value)
+
+
+def _check_resume_options(parser, given, args, config):
+    """Options given beside ``--resume`` must equal the checkpoint's settings (but for
+    --epochs and --threads): re-running a command with --resume added is fine."""
+    differ = [f"{_option(name)} {_shown_setting(name, getattr(args, name))} "
+              f"(the checkpoint's: {_shown_setting(name, getattr(config, name))})"
+              for name in _config_fields()
+              if name in given and name not in _FREE_ON_RESUME and getattr(args, name) != getattr(config, name)]
+    if differ:
+        parser.error(f"{'; '.join(differ)}: cannot be changed when resuming; the checkpoint holds the run's "
+                     "settings (drop these options or give its values; --epochs and --threads may change)")
+
+
+def _check_threads_on_resume(prog, given, args, config):
+    """The checkpoint's settings with --threads if given; else a checkpoint's --threads
+    beyond what this machine allows becomes what it allows, and a line says so."""
+    import numba
+
+    if "threads" in given:
+        return config.replace(threads=args.threads)
+    most = numba.config.NUMBA_NUM_THREADS
+    if config.threads is None or config.threads <= most:
+        return config
+    print(f"{prog}: note: the checkpoint ran with --threads {config.threads}; this machine allows {most} "
+          f"(NUMBA_NUM_THREADS): using {most}", file=sys.stderr, flush=True)
+    return config.replace(threads=most)
+
+
+def _same_file(a, b):
+    """Whether paths ``a`` and ``b`` name one file (through symlinks and hard links too)."""
     try:
-        config = TrainConfig.from_dict(meta["config"])
-    except (ConfigError, TypeError) as exc:
-        raise CommandError(f"{path}: the checkpoint's settings are not valid: {exc}") from None
-    data_info = meta.get("data")
-    return config, data_info if isinstance(data_info, dict) else {}
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_writable(option, path, *, folder=False):
+    """CommandError unless ``path`` (a file, or with ``folder`` a folder) could be written:
+    what exists is of the right kind and the nearest existing folder is writable."""
+    p = Path(path).absolute()
+    if p.is_dir() != folder and p.exists():
+        raise CommandError(f"{option} {path}: is {'not a folder' if folder else 'a folder'}; pass "
+                           f"{'a folder' if folder else 'a file path'}")
+    parent = p if folder else p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CommandError(f"{option} {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CommandError(f"{option} {path}: cannot write in {parent} (permission denied or a read-only "
+                           "file system); pass a writable path")
+
+
+def _outputs(args, save):
+    """``[(option, path)]``: every file this run will write."""
+    outputs = [("--save", save)] if save is not None else []
+    if args.metrics_json:
+        outputs.append(("--metrics-json", Path(args.metrics_json)))
+    if args.plot:
+        outputs += [("--plot", Path(args.plot) / name) for name in PLOT_FILES]
+    return outputs
+
+
+def _check_outputs(args, save):
+    """Before anything is read: each output can be written, and no two outputs are one file."""
+    if save is not None:
+        _check_writable("--save", save)
+    if args.metrics_json:
+        _check_writable("--metrics-json", args.metrics_json)
+    if args.plot:
+        _check_writable("--plot", args.plot, folder=True)
+    outputs = _outputs(args, save)
+    for i, (option, path) in enumerate(outputs):
+        for other, other_path in outputs[:i]:
+            if option != other and _same_file(path, other_path):
+                raise CommandError(f"{option} {path}: is also where {other} writes; pass another path")
+
+
+def _check_outputs_spare_inputs(args, save, config, file_data):
+    """No output may be an input: the data's files, or (but for --save) the checkpoint resumed."""
+    if file_data:
+        inputs = [Path(args.data)]
+    else:
+        from .data.datasets import dataset_files
+
+        inputs = dataset_files(config.dataset, args.data)
+    for option, path in _outputs(args, save):
+        for given in inputs + ([Path(args.resume)] if args.resume and option != "--save" else []):
+            if given.exists() and _same_file(path, given):
+                raise CommandError(f"{option} {path}: is an input of this run ({given}); writing there would "
+                                   "destroy it: pass another path")
 
 
 def _train(parser, args, given):
@@ -623,11 +717,14 @@ def _train(parser, args, given):
     out = _Output(args.quiet)
     if args.resume is not None:
         config, data_info = _read_checkpoint_config(args.resume)
+        _check_resume_options(parser, given, args, config)
+        config = _check_threads_on_resume(parser.prog, given, args, config)
         # a file's test set is held out as it was, unless told otherwise
         for name in ("label_column", "test_split"):
             if name not in given and data_info.get(name) is not None:
                 setattr(args, name, data_info[name])
     save = None if args.no_save else Path(args.save or args.resume or DEFAULT_SAVE)
+    _check_outputs(args, save)
 
     from .prewarm import Prewarm
 
@@ -637,6 +734,7 @@ def _train(parser, args, given):
     prewarm = None if file_data else Prewarm(config).start()
     data = _read_run_data(config.dataset, args.data, offline=args.offline, label_column=args.label_column,
                           test_split=args.test_split, seed=config.seed)
+    _check_outputs_spare_inputs(args, save, config, file_data)
     if prewarm is None:
         prewarm = Prewarm(config, stored=np.asarray(data.train_images).dtype.name).start()
     trainer = _new_or_resumed_trainer(parser, args, given, config, data)
@@ -714,8 +812,8 @@ def _new_or_resumed_trainer(parser, args, given, config, data):
         raise CommandError(_model_error(exc, args.resume)) from None
     except (ValueError, ConfigError) as exc:
         raise CommandError(f"{args.resume}: cannot resume: {_config_message(exc)}") from None
-    if "threads" in given:
-        trainer.config = trainer.config.replace(threads=args.threads)
+    if trainer.config.threads != config.threads:  # --threads given, or clamped to this machine's
+        trainer.config = trainer.config.replace(threads=config.threads)
     return trainer
 
 
@@ -829,19 +927,27 @@ def _run(prog, command):
         return 130
     except BrokenPipeError:
         return _closed_stdout()
+    except MemoryError as exc:  # fastnet's own estimates name what and how much (a network too wide)
+        return _fail(prog, str(exc) or "out of memory")
 
 
 def _evaluate(args):
     from .model import MLP, ModelFormatError
-    from .train import evaluate, thread_limit
+    from .train import check_checkpoint_meta, evaluate, thread_limit
 
     try:
-        model, _, meta = MLP.load(args.model, with_state=True)
+        model, meta = MLP.load(args.model, with_meta=True)
     except (OSError, ModelFormatError) as exc:
         raise CommandError(_model_error(exc, args.model)) from None
     meta = meta or {}
-    dataset = args.dataset or (meta.get("config") or {}).get("dataset") or "mnist"
-    trained_on = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    dataset, trained_on = args.dataset or "mnist", {}
+    if "config" in meta:  # a checkpoint: it says what it was trained on
+        try:
+            config = check_checkpoint_meta(meta)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(f"{args.model}: its training state is not valid: {exc}; "
+                               "pass a model written by fastnet-train --save") from None
+        dataset, trained_on = args.dataset or config.dataset, meta.get("data") or {}
     if args.label_column is not None and not _is_data_file(args.data):
         raise CommandError("--label-column: applies to --data FILE (.npz or CSV) only")
     data = _read_run_data(dataset, args.data, offline=args.offline,
@@ -928,7 +1034,7 @@ def _predict(args):
     from ._files import atomic_write
     from .engine import predict_proba
     from .model import MLP, ModelFormatError
-    from .train import thread_limit
+    from .train import prediction_batch, thread_limit
 
     try:
         model = MLP.load(args.model)
@@ -946,7 +1052,7 @@ def _predict(args):
         raise CommandError(f"{', '.join(args.inputs)}: no samples")
     x = _samples_matrix(model, samples)
     with thread_limit(args.threads):
-        probs = predict_proba(model, x, engine=args.engine)
+        probs = predict_proba(model, x, engine=args.engine, batch_size=prediction_batch(model))
     names = [str(c) for c in model.classes]
     labels = probs.argmax(axis=1)
     if output is None:

@@ -43,6 +43,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSpec",
     "FileSpec",
+    "dataset_files",
     "load_dataset",
 ]
 
@@ -364,6 +365,19 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
                 raise DatasetError(f"{path}: checksum mismatch ({check[0]}: expected {check[1]}, "
                                    f"found {check[2]})")
     return _check_dataset([read_idx(path) for path in paths], paths, dspec)
+
+
+def dataset_files(name: str = "mnist", data_dir: str | os.PathLike | None = None, *,
+                  cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The paths of the four files :func:`load_dataset` reads for these arguments, if
+    they are on disk (an empty list where no folder holds them all); nothing is downloaded.
+    ``fastnet-train`` uses it to refuse an output path that would overwrite its data."""
+    dspec = DATASETS[name]
+    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    try:
+        return _locate(name, dspec, data_dir, cache_root / name, []) or []
+    except DatasetNotFoundError:
+        return []
 
 
 def _download_missing(name: str, dspec: DatasetSpec, cache: Path, searched: list, *, offline: bool,
