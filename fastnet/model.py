@@ -20,6 +20,7 @@ import json
 import math
 import operator
 import re
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -213,8 +214,9 @@ MAX_SCHEMA_CHARS = 1 << 24
 #: What a file's member may be called: ``NAME.npy``.
 _MEMBER = re.compile(r"([A-Za-z0-9_]+)\.npy")
 #: What reading a damaged or hostile zip file can raise.
+#: (NumPy parses an npy header with Python's tokenizer: a damaged one can raise its TokenError.)
 _READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-                RuntimeError, OverflowError, KeyError, TypeError, SyntaxError)
+                RuntimeError, OverflowError, KeyError, TypeError, SyntaxError, tokenize.TokenError)
 
 
 class _Archive:

@@ -224,7 +224,7 @@ def test_an_output_in_a_read_only_folder_fails_before_training(work, capsys):
     (work / "ro").mkdir()
     (work / "ro").chmod(0o555)
     try:
-        code, out, err = run_main(capsys, *TRAIN, "--save", "ro/m.npz")
+        code, _, err = run_main(capsys, *TRAIN, "--save", "ro/m.npz")
     finally:
         (work / "ro").chmod(0o755)
     assert code == 1 and "cannot write in" in one_error_line(err)
@@ -277,10 +277,11 @@ def test_a_checkpoint_with_more_threads_than_allowed_resumes_with_one_line(work,
         pytest.skip("needs 2 threads to write the checkpoint")
     assert run_main(capsys, *TRAIN, "--threads", "2", "--epochs", "1", "--save", "c.npz")[0] == 0
     monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)
-    code, out, err = run_main(capsys, "--resume", "c.npz", "--data", "d.npz", "--epochs", "2", "--quiet")
+    code, _, err = run_main(capsys, "--resume", "c.npz", "--data", "d.npz", "--epochs", "2", "--quiet")
     assert code == 0, err
-    assert err.strip().splitlines() == ["fastnet-train: note: the checkpoint ran with --threads 2; this machine "
-                                        "allows 1 (NUMBA_NUM_THREADS): using 1"]
+    note = ("fastnet-train: note: the checkpoint ran with --threads 2; this machine allows 1 "
+            "(NUMBA_NUM_THREADS): using 1")
+    assert err.strip().splitlines() == [note]
 
 
 def test_resume_accepts_the_same_options_again_and_names_each_that_differs(work, capsys):
@@ -328,8 +329,8 @@ def test_eval_reads_no_training_state_and_headers_are_checked_before_reading(wor
     """Before: a 3.9 MB file holding a 3 GiB state array made fastnet-eval use 3.3 GB; an
     npy header claiming 1e12 elements gave a MemoryError traceback."""
     assert run_main(capsys, *TRAIN, "--epochs", "1", "--save", "c.npz")[0] == 0
-    huge = with_member("c.npz", "huge.npz", lying_member("state_extra", (10**12,)))
-    code, out, err = run_main(capsys, "huge.npz", "--data", "d.npz", entry=cli.eval_main)
+    with_member("c.npz", "huge.npz", lying_member("state_extra", (10**12,)))
+    code, _, err = run_main(capsys, "huge.npz", "--data", "d.npz", entry=cli.eval_main)
     assert code == 0, err  # eval never reads the optimizer state
     code, _, err = run_main(capsys, "--resume", "huge.npz", "--data", "d.npz", "--epochs", "2")
     assert code == 1 and "state_extra" in one_error_line(err)
