@@ -158,7 +158,8 @@ def build_parser():
     model.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=d.standardize,
                        help="scale each feature to mean 0 and std 1 on the training set; the model keeps "
                             "the means and stds and applies them to whatever it predicts "
-                            "(default: for float features, not for uint8 pixels, which are scaled by 1/255)")
+                            "(default: for float features, unless they all lie in [-1, 1] already; "
+                            "not for uint8 pixels, which are scaled by 1/255)")
     model.add_argument("--dropout", metavar="P", type=float, default=d.dropout,
                        help="drop each hidden unit with probability P in training (inverted dropout; "
                             "off in evaluation and prediction)")

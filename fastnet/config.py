@@ -41,7 +41,7 @@ class TrainConfig:
     eps: float = 1e-8
     dropout: float = 0.0  #: the probability of dropping each hidden unit in training (inverted dropout)
     #: scale each feature to mean 0, std 1 on the training set (kept in the model);
-    #: None: for float features, not for uint8 pixels (which are scaled by 1/255)
+    #: None: for float features, unless all lie in [-1, 1] already (uint8 pixels are scaled by 1/255)
     standardize: bool | None = None
     val_split: float = 0.0  #: a fraction (< 1) or a count (>= 1) of training samples held out
     patience: int | None = None  #: stop after this many epochs without a better validation accuracy

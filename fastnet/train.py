@@ -171,6 +171,18 @@ def _classes_and_units(labels, classes, n, what):
     return classes, encode_labels(labels, classes, f"{what} labels")
 
 
+def within_unit_range(rows, chunk=512):
+    """Whether every value of ``rows`` lies in [-1, 1]: features already scaled (pixels
+    divided by 255, unit-norm embeddings), which the default leaves as they are.
+    Standardizing them would be no help and can hurt: a pixel that is almost always
+    0 has a tiny std, and its rare ink would become an input in the hundreds."""
+    for start in range(0, rows.shape[0], chunk):
+        block = rows[start:start + chunk]
+        if block.size and (block.max() > 1 or block.min() < -1):
+            return False
+    return True
+
+
 def feature_stats(rows, scale=1.0, chunk=512):
     """Each column's mean and standard deviation (float64, ``(D,)`` each) of
     ``rows`` times ``scale``, read ``chunk`` rows at a time, so that the memory
@@ -251,8 +263,8 @@ class Trainer:
             raise ValueError("training images: expected at least one sample, got none")
         sizes = (self.images.shape[1], *config.hidden, self.n_classes)
         standardize = config.standardize
-        if standardize is None:  # features of any scale are standardized; pixels are scaled by 1/255
-            standardize = self.images.dtype.kind == "f"
+        if standardize is None:  # pixels are scaled by 1/255; float features of any scale are standardized
+            standardize = self.images.dtype.kind == "f" and not within_unit_range(self.images)
         self.batch_size = min(config.batch_size or self.n_train, self.n_train)
         check_memory(run_bytes(sizes, self.batch_size, config.dtype),
                      f"training a {'-'.join(map(str, sizes))} {config.dtype} network in batches of {self.batch_size}")

@@ -18,6 +18,7 @@ from fastnet import cli, engine
 from fastnet.config import TrainConfig
 from fastnet.model import MLP
 from fastnet.train import Trainer, evaluate, feature_stats
+from test_cli import one_error_line, run_main  # the commands, driven as tests/test_cli.py drives them
 
 QUICK = dict(epochs=3, hidden=(16,))
 
@@ -206,22 +207,6 @@ def test_dropout_is_off_in_prediction():
 # --- the commands ---------------------------------------------------------------------------
 
 
-def run_main(capsys, *argv, entry=cli.main):
-    try:
-        code = entry([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err, prog="fastnet-train"):
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"{prog}: error: "), err
-    return lines[0]
-
-
 @pytest.fixture
 def work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -346,3 +331,13 @@ def test_predict_names_the_classes(work, capsys):
     rows = list(csv.reader(open(work / "p.csv")))
     assert rows[0] == ["id", "label", "p_cat", "p_dog", "p_emu"]
     assert [r[1] for r in rows[1:]] == engine.predict(MLP.load(work / "m.npz"), x[:4]).tolist()
+
+
+def test_the_default_standardizes_float_features_unless_already_in_unit_range(rng):
+    x, y = blobs(n=300)
+    assert Trainer(TrainConfig(**QUICK), x, y).model.standardized
+    pixels = (rng.integers(0, 256, (300, 20)) / 255).astype(np.float32)  # MNIST-like floats: left as they are
+    assert not Trainer(TrainConfig(**QUICK), pixels, y).model.standardized
+    assert not Trainer(TrainConfig(**QUICK), (pixels * 255).astype(np.uint8), y).model.standardized
+    assert Trainer(TrainConfig(**QUICK, standardize=True), pixels, y).model.standardized
+    assert not Trainer(TrainConfig(**QUICK, standardize=False), x, y).model.standardized
