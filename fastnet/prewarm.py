@@ -29,6 +29,8 @@ import time
 #: The stand-in's data: a few samples of a few features (any size types alike).
 _SAMPLES = 8
 _FEATURES = 16
+#: The longest a wait goes without returning to Python code (seconds): how late Ctrl-C can be.
+_POLL = 0.1
 
 
 class Prewarm:
@@ -55,10 +57,19 @@ class Prewarm:
     def wait(self, timeout=None):
         """Block until the warm-up has finished; return its seconds (0 if it failed:
         the real warm-up then repeats the work and raises the error there). With
-        ``timeout`` (seconds), return None if it is still running by then."""
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            return None
+        ``timeout`` (seconds), return None if it is still running by then.
+
+        The wait is a loop of short joins, so that Ctrl-C stops it at once even
+        when the kernel delivers SIGINT to another thread (one of Numba's
+        workers, say): Python's handler then only flags the signal, and the
+        main thread runs it when it next returns to Python code, which a join
+        without a timeout would not do until the compile ended."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive():
+            step = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            if step <= 0:
+                return None
+            self._thread.join(step)
         return self.seconds or 0.0
 
     def _run(self):

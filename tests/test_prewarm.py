@@ -89,6 +89,33 @@ def test_ctrl_c_stops_the_wait(monkeypatch):
     prewarm.wait()
 
 
+def test_ctrl_c_stops_the_wait_when_another_thread_takes_the_signal(monkeypatch):
+    """Issue 15, item 11: in a full test run SIGINT can land on a worker thread;
+    Python's handler then runs only when the main thread returns to Python code.
+    Blocking SIGINT in the main thread forces that case here."""
+    import os
+    import signal
+    import threading
+    import time
+
+    release = threading.Event()
+    monkeypatch.setattr(train.Trainer, "warmup", lambda self, *, execute=True: release.wait(30))
+    prewarm = Prewarm(TrainConfig(hidden=(8,))).start()
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()  # both threads start with SIGINT unblocked: one of them takes it
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prewarm.wait()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        release.set()
+        timer.cancel()
+    assert time.perf_counter() - t0 < 10
+    prewarm.wait()
+
+
 def test_wait_with_a_timeout_says_none_while_running(monkeypatch):
     import threading
 
