@@ -81,6 +81,9 @@ def _count_or_fraction(text):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a fraction like 0.1 or a count like 5000, got {text!r}") from None
+    if value >= 1 and any(c in text for c in ".eE"):  # "1.0" reads as a fraction: all of it, not one sample
+        raise argparse.ArgumentTypeError(f"expected a fraction below 1 like 0.1, or a whole count of samples "
+                                         f"like 5000, got {text!r}")
     return int(value) if value >= 1 and value.is_integer() else value
 
 
@@ -357,8 +360,8 @@ def _load_data(dataset, data_dir, offline):
         return load_dataset(dataset, data_dir, offline=offline)
     except (DatasetNotFoundError, IdxFormatError, DatasetError) as exc:
         raise CommandError(_data_error(exc, dataset)) from None
-    except OSError as exc:
-        raise CommandError(f"cannot read the {dataset} files: {exc}") from None
+    except OSError as exc:  # reading the files, or writing the download cache
+        raise CommandError(f"cannot read or write the {dataset} files: {exc}") from None
 
 
 class RunData:
@@ -585,6 +588,8 @@ def _validate(parser, args, given):
             parser.error(f"{_option(name)}: applies to --data FILE (.npz or CSV) only")
     if args.resume is not None:
         return None  # the options given are compared with the checkpoint's settings once it is read
+    if args.patience is not None and not args.val_split:
+        parser.error("--patience: early stopping watches the validation accuracy; give --val-split F too")
     try:
         return TrainConfig(**{name: getattr(args, name) for name in _config_fields() if hasattr(args, name)})
     except ConfigError as exc:

@@ -36,12 +36,15 @@ from .model import (
 
 #: Progress is reported about this many times per epoch.
 PROGRESS_STEPS = 50
+#: An epoch's mean loss above this many times a uniform guess's (log K, at least 1) stops the run as diverged.
+DIVERGED = 100
 #: uint8 pixels are trained on as pixel / 255.
 PIXEL_SCALE = 1 / 255
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the message names the epoch and batch."""
+    """The loss became NaN or infinite (the message names the epoch and batch), or an
+    epoch's mean loss grew far past a uniform guess's (see :data:`DIVERGED`)."""
 
 
 @dataclass
@@ -369,6 +372,7 @@ class Trainer:
                 if not self._run_epoch(on_progress, should_stop):
                     return self._result("interrupted")
                 metrics = self._finish_epoch()
+                self._check_growth(metrics)
                 if on_epoch is not None:
                     on_epoch(metrics)
                 if c.patience is not None and self.best["bad_epochs"] >= c.patience:
@@ -406,6 +410,16 @@ class Trainer:
             if on_progress is not None:
                 on_progress(self.batch, total)
         return True
+
+    def _check_growth(self, metrics):
+        """A finite loss far above a uniform guess's is a run diverging (--lr 100 reached 6.9e7):
+        stop it as the NaN guard would, before its weights are saved."""
+        uniform = math.log(self.n_classes)
+        if metrics.loss > DIVERGED * max(uniform, 1.0):
+            raise TrainingDiverged(
+                f"the loss grew to {metrics.loss:.3g} in epoch {metrics.epoch} (a uniform guess scores "
+                f"{uniform:.3g}; learning rate {metrics.lr:g}): the run is diverging; try a lower learning rate (--lr)"
+            )
 
     def _finish_epoch(self):
         loss_sum, correct, seconds = self.running

@@ -344,3 +344,63 @@ def test_a_hidden_layer_too_wide_for_memory_is_one_line(work, capsys):
     assert code == 1
     line = one_error_line(err)
     assert "6-100000000000-3" in line and "of memory available" in line
+
+
+# --- item 10: smaller items ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--val-split", "1.0"], "--val-split"),
+    (["--val-split", "2.5"], "--val-split"),
+    (["--patience", "2"], "--patience"),
+])
+def test_ambiguous_or_ignored_options_are_usage_errors(work, capsys, argv, message):
+    code, _, err = run_main(capsys, *TRAIN, *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_val_split_1_is_one_sample(work, capsys):
+    code, out, err = run_main(capsys, "--data", "d.npz", "--hidden", "5", "--epochs", "1", "--val-split", "1",
+                              "--no-save")
+    assert code == 0, err
+    assert "53 training + 1 validation samples" in out
+
+
+def test_a_finite_but_exploding_loss_stops_the_run(tmp_path):
+    """Before: --lr 100 trained on with a loss of 6.9e7, past the NaN guard."""
+    from fastnet.train import EpochMetrics, TrainingDiverged
+
+    x, y, _, _ = tiny_data()
+    trainer = Trainer(CONFIG, x, y)
+    metrics = EpochMetrics(epoch=1, lr=100.0, loss=6.9e7, train_accuracy=0.1, val_loss=None, val_accuracy=None,
+                           seconds=1.0, samples_per_second=1.0)
+    with pytest.raises(TrainingDiverged, match=r"grew to 6.9e\+07 in epoch 1 .*lower learning rate"):
+        trainer._check_growth(metrics)
+    trainer._check_growth(dataclasses_replace(metrics, loss=5.0))  # a poor epoch is not a diverging one
+
+
+def dataclasses_replace(m, **changes):
+    import dataclasses
+
+    return dataclasses.replace(m, **changes)
+
+
+def test_an_idx_header_of_the_wrong_shape_is_refused_before_decompressing(tmp_path):
+    """Before: 1.5 MB of gzip took 1.6 GB before being rejected."""
+    import gzip
+
+    from fastnet.data import DatasetError, load_dataset, write_idx
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "train-labels-idx1-ubyte.gz", np.zeros(4, np.uint8))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.zeros((4, 28, 28), np.uint8))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros(4, np.uint8))
+    header = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (60000, 28, 28000))
+    with gzip.open(folder / "train-images-idx3-ubyte.gz", "wb") as f:
+        f.write(header)
+        f.write(bytes(1 << 20))  # 1 MiB of the 47 GB it claims; nothing past the header is read
+    with pytest.raises(DatasetError, match="expected uint8 images of shape Nx28x28, found uint8 of shape "
+                                           "60000x28x28000"):
+        load_dataset("mnist", folder)

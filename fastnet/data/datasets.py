@@ -364,7 +364,24 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
             if check is not None and check[1] != check[2]:
                 raise DatasetError(f"{path}: checksum mismatch ({check[0]}: expected {check[1]}, "
                                    f"found {check[2]})")
-    return _check_dataset([read_idx(path) for path in paths], paths, dspec)
+    # each header is checked before its payload is decompressed: a small gzip file claiming
+    # 60000x28x28000 images is refused before it is inflated
+    return _check_dataset([read_idx(path, expect=_header_check(path, dspec, images=i % 2 == 0))
+                           for i, path in enumerate(paths)], paths, dspec)
+
+
+def _header_check(path: Path, dspec: DatasetSpec, *, images: bool):
+    """A check of an images (or labels) file's IDX header, for ``read_idx(expect=...)``:
+    the same refusals as :func:`_check_dataset`'s, made before the payload is read."""
+    def check(header):
+        if images and (header.dtype != np.uint8 or header.shape[1:] != dspec.image_shape):
+            h, w = dspec.image_shape
+            raise DatasetError(f"{path}: expected uint8 images of shape Nx{h}x{w}, "
+                               f"found {header.dtype} of shape {'x'.join(map(str, header.shape))}")
+        if not images and (header.dtype != np.uint8 or len(header.shape) != 1):
+            raise DatasetError(f"{path}: expected a vector of uint8 labels, "
+                               f"found {header.dtype} of shape {'x'.join(map(str, header.shape))}")
+    return check
 
 
 def dataset_files(name: str = "mnist", data_dir: str | os.PathLike | None = None, *,

@@ -218,7 +218,7 @@ def _gunzip_pieces(data, name: str) -> Iterator[bytes]:
         )
 
 
-def _read_gzip(data, name: str, scale) -> np.ndarray:
+def _read_gzip(data, name: str, scale, expect=None) -> np.ndarray:
     """Decode a gzip-compressed IDX file held in memory, piece by piece into the output."""
     pieces = _gunzip_pieces(data, name)
     head = b""
@@ -230,7 +230,7 @@ def _read_gzip(data, name: str, scale) -> np.ndarray:
             break
     if not head:
         raise IdxFormatError(f"{name}: gzip stream decompresses to 0 bytes, expected an IDX header")
-    header = parse_header(head, name)
+    header = _expected(parse_header(head, name), expect, name)
     expected = header.payload_bytes
     if expected > _MAX_DEFLATE_RATIO * len(data):
         # The stream cannot inflate to that many bytes: count what it does hold
@@ -263,10 +263,10 @@ def _read_gzip(data, name: str, scale) -> np.ndarray:
     return out if fused else _finish(out, header, scale)
 
 
-def _read_raw_bytes(data, name: str, scale) -> np.ndarray:
+def _read_raw_bytes(data, name: str, scale, expect=None) -> np.ndarray:
     """Decode an uncompressed IDX file held in memory."""
     data = memoryview(data).cast("B")
-    header = parse_header(data, name)
+    header = _expected(parse_header(data, name), expect, name)
     _check_payload(header, len(data) - header.size, name)
     out = _new_output(header, scale, name)
     payload = data[header.size:]
@@ -289,13 +289,13 @@ def _readinto_full(f, buf, name: str, header: IdxHeader, done: int) -> int:
     return got
 
 
-def _read_raw_file(f, name: str, scale) -> np.ndarray:
+def _read_raw_file(f, name: str, scale, expect=None) -> np.ndarray:
     """Decode an uncompressed IDX file from an open regular file, straight into the output."""
     file_size = os.fstat(f.fileno()).st_size
     head = f.read(4)
     if len(head) == 4 and head[:2] == b"\0\0":
         head += f.read(4 * head[3])
-    header = parse_header(head, name)
+    header = _expected(parse_header(head, name), expect, name)
     _check_payload(header, file_size - header.size, name)
     out = _new_output(header, scale, name)
     expected = header.payload_bytes
@@ -315,7 +315,7 @@ def _read_raw_file(f, name: str, scale) -> np.ndarray:
     return out if _fused(header, scale) else _finish(out, header, scale)
 
 
-def read_idx(source: Source, *, scale: float | None = None) -> np.ndarray:
+def read_idx(source: Source, *, scale: float | None = None, expect=None) -> np.ndarray:
     """Read an IDX file into a NumPy array of the shape its header states.
 
     Parameters
@@ -329,6 +329,10 @@ def read_idx(source: Source, *, scale: float | None = None) -> np.ndarray:
         file (images) the conversion is fused into the read, so
         ``read_idx(path, scale=1/255)`` loads pixels in [0, 1] without an
         intermediate uint8 array.
+    expect : callable, optional
+        Called with the file's :class:`IdxHeader` before any of its payload is
+        read (or decompressed); it raises to refuse a file of the wrong type
+        or dimensions, so that such a file costs nothing to reject.
 
     Returns
     -------
@@ -351,21 +355,28 @@ def read_idx(source: Source, *, scale: float | None = None) -> np.ndarray:
     if scale is not None:
         scale = float(scale)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _decode_bytes(source, "<bytes>", scale)
+        return _decode_bytes(source, "<bytes>", scale, expect)
     if hasattr(source, "read"):
         name = str(getattr(source, "name", "<file object>"))
-        return _decode_bytes(source.read(), name, scale)
+        return _decode_bytes(source.read(), name, scale, expect)
     name = os.fspath(source)
     with open(name, "rb") as f:
         if f.peek(2)[:2] == _GZIP_MAGIC or not Path(name).is_file():
-            return _decode_bytes(f.read(), name, scale)
-        return _read_raw_file(f, name, scale)
+            return _decode_bytes(f.read(), name, scale, expect)
+        return _read_raw_file(f, name, scale, expect)
 
 
-def _decode_bytes(data, name: str, scale) -> np.ndarray:
+def _decode_bytes(data, name: str, scale, expect=None) -> np.ndarray:
     if bytes(data[:2]) == _GZIP_MAGIC:
-        return _read_gzip(data, name, scale)
-    return _read_raw_bytes(data, name, scale)
+        return _read_gzip(data, name, scale, expect)
+    return _read_raw_bytes(data, name, scale, expect)
+
+
+def _expected(header: IdxHeader, expect, name: str) -> IdxHeader:
+    """``header``, after ``expect(header)`` (if given) had its say: it raises to refuse."""
+    if expect is not None:
+        expect(header)
+    return header
 
 
 def _encode(array: np.ndarray, name: str) -> tuple[bytes, np.ndarray]:
