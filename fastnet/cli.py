@@ -731,7 +731,47 @@ def _train(parser, args, given):
                 setattr(args, name, data_info[name])
     save = None if args.no_save else Path(args.save or args.resume or DEFAULT_SAVE)
     _check_outputs(args, save)
+    with _save_lock(save):
+        return _train_run(parser, args, given, config, out, save)
 
+
+@contextmanager
+def _save_lock(save):
+    """Hold an exclusive lock on ``.NAME.lock`` beside the ``--save`` file for the run:
+    a second run saving to the same path is refused (naming the first's pid) instead
+    of overwriting its checkpoints, the last writer silently winning. The lock goes
+    with the process, however it ends; the file is removed on the way out."""
+    if save is None:
+        yield
+        return
+    import fcntl
+
+    lock = save.parent / f".{save.name}.lock"
+    try:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CommandError(f"--save {save}: cannot create {lock} ({exc.strerror or exc}); "
+                           "pass a writable path") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise CommandError(f"--save {save}: another fastnet-train (pid {other}) is saving to it; "
+                               "wait for it to end, or pass another --save") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _train_run(parser, args, given, config, out, save):
+    """``fastnet-train`` once the outputs are checked (and ``save`` locked): read, train, report."""
     from .prewarm import Prewarm
 
     # Numba loads (or compiles) the run's functions on a thread of its own while the data is

@@ -401,7 +401,7 @@ class Trainer:
             self.step += done
             self.batch += done
             if bad >= 0:
-                what = "nan" if math.isnan(float(self.acts.losses[:n].sum())) else "infinite"
+                what = "nan" if np.isnan(self.acts.losses[:n]).any() else "infinite"  # (a sum could overflow)
                 raise TrainingDiverged(
                     f"the loss became {what} at epoch "
                     f"{self.epoch + 1}, batch {self.batch + 1} of {total} (learning rate {lr:g}); "

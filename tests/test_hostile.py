@@ -404,3 +404,23 @@ def test_an_idx_header_of_the_wrong_shape_is_refused_before_decompressing(tmp_pa
     with pytest.raises(DatasetError, match="expected uint8 images of shape Nx28x28, found uint8 of shape "
                                            "60000x28x28000"):
         load_dataset("mnist", folder)
+
+
+def test_a_second_run_saving_to_the_same_path_is_refused(work, capsys):
+    """Before: two runs saving to one path, the last writer won silently."""
+    import fcntl
+
+    lock = work / ".m.npz.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    os.write(fd, b"12345")
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process holds it (flock locks are per open file)
+    try:
+        code, _, err = run_main(capsys, *TRAIN, "--save", "m.npz")
+    finally:
+        os.close(fd)
+    assert code == 1
+    assert "another fastnet-train (pid 12345) is saving to it" in one_error_line(err)
+    assert not (work / "m.npz").exists()
+    code, _, err = run_main(capsys, *TRAIN, "--save", "m.npz")  # once it is gone
+    assert code == 0, err
+    assert sorted(p.name for p in work.iterdir() if p.name.startswith((".m", "m."))) == ["m.npz"]
