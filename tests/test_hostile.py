@@ -424,3 +424,17 @@ def test_a_second_run_saving_to_the_same_path_is_refused(work, capsys):
     code, _, err = run_main(capsys, *TRAIN, "--save", "m.npz")  # once it is gone
     assert code == 0, err
     assert sorted(p.name for p in work.iterdir() if p.name.startswith((".m", "m."))) == ["m.npz"]
+
+
+def test_resuming_on_other_data_of_the_same_size_is_refused(tmp_path):
+    base, x, y = mid_epoch_checkpoint(tmp_path)
+    other = x.copy()
+    other[7, 2] ^= 1
+    with pytest.raises(ModelFormatError, match="saved from other training data"):
+        Trainer.from_checkpoint(base, other, y)
+    # a checkpoint written before fingerprints were kept still resumes
+    old = rewrite(base, tmp_path / "old.npz", training=lambda m: m.pop("fingerprint"))
+    Trainer.from_checkpoint(old, x, y)
+    bad = rewrite(base, tmp_path / "bad.npz", training=lambda m: m.update(fingerprint=7))
+    with pytest.raises(ModelFormatError, match="fingerprint: expected 32 hex digits"):
+        Trainer.from_checkpoint(bad, x, y)
