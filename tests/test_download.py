@@ -210,3 +210,49 @@ def test_kmnist_downloads_are_checked_by_gz_md5(tmp_path, servers, logs):
                                                    "expected bdb82020997e1d708af4cf47b453dcf7"):
         load_dataset("kmnist", cache_dir=tmp_path / "cache", mirrors=[servers["good"].url], progress=False)
     assert cache_listing(tmp_path / "cache") == []
+
+
+class _Trickle(http.server.BaseHTTPRequestHandler):
+    """A server that sends a byte every 0.05 s, forever (or as many bytes as asked, at once)."""
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_GET(self):
+        import time
+
+        self.send_response(200)
+        self.end_headers()
+        try:
+            for _ in range(10_000):
+                self.wfile.write(b"\x1f")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+
+def test_a_trickling_server_is_given_up_after_the_deadline(tmp_path, monkeypatch):
+    """Issue 15, item 10: a server trickling a byte every 5 s hung the run."""
+    import time
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Trickle)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setattr(datasets, "DOWNLOAD_SECONDS", 0.5)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DatasetNotFoundError, match="still downloading after 0.5 s"):
+            load_dataset("mnist", cache_dir=tmp_path / "cache",
+                         mirrors=[f"http://127.0.0.1:{httpd.server_address[1]}/"], progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - t0 < 10
+    assert cache_listing(tmp_path / "cache") == []
+
+
+def test_a_download_larger_than_any_data_set_file_is_refused(servers, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "MAX_DOWNLOAD_BYTES", 1000)
+    with pytest.raises(DatasetNotFoundError, match="more than the 1000 allowed|more than 1000 bytes"):
+        load_dataset("mnist", cache_dir=tmp_path / "cache", mirrors=[servers["good"].url], progress=False)
+    assert cache_listing(tmp_path / "cache") == []

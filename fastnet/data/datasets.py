@@ -152,21 +152,39 @@ def _checksum_of(path: Path, spec: FileSpec, *, use_md5: bool = True) -> tuple[s
     return None
 
 
+#: The most a download may hold: the largest known file (KMNIST's training images, gzip) is
+#: about 18 MiB; a server sending more is refused rather than filling the disk.
+MAX_DOWNLOAD_BYTES = 256 << 20
+#: How long one file's download may take in all, whatever the server's pace: ``timeout``
+#: bounds each silence, this bounds a server that trickles a byte at a time.
+DOWNLOAD_SECONDS = 900.0
+
+
 def _download(url: str, dest: Path, *, label: str, timeout: float, progress: bool) -> None:
-    """Fetch ``url`` into the file ``dest`` (which the caller owns and cleans up)."""
+    """Fetch ``url`` into the file ``dest`` (which the caller owns and cleans up): at most
+    :data:`MAX_DOWNLOAD_BYTES`, within :data:`DOWNLOAD_SECONDS`, else OSError."""
+    import time
+
     from tqdm.auto import tqdm
 
+    deadline = time.monotonic() + DOWNLOAD_SECONDS
     with urllib.request.urlopen(url, timeout=timeout) as response, open(dest, "wb") as out:
         total = response.headers.get("Content-Length")
+        if total and total.isdigit() and int(total) > MAX_DOWNLOAD_BYTES:
+            raise OSError(f"the server offers {int(total)} bytes, more than the {MAX_DOWNLOAD_BYTES} allowed")
         with tqdm(total=int(total) if total and total.isdigit() else None, unit="B",
                   unit_scale=True, unit_divisor=1024, desc=label,
                   disable=not progress, leave=False) as bar:
             while True:
-                block = response.read(1 << 16)
+                block = response.read1(1 << 16)  # what has arrived: a trickle cannot hold it past the deadline
                 if not block:
                     break
                 out.write(block)
                 bar.update(len(block))
+                if out.tell() > MAX_DOWNLOAD_BYTES:
+                    raise OSError(f"more than {MAX_DOWNLOAD_BYTES} bytes; no data set file is that large")
+                if time.monotonic() > deadline:
+                    raise OSError(f"still downloading after {DOWNLOAD_SECONDS:g} s ({out.tell()} bytes so far)")
         if total and total.isdigit() and out.tell() != int(total):
             raise OSError(f"connection closed after {out.tell()} of {total} bytes")
 
