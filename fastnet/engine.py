@@ -1,9 +1,11 @@
 """The network's math, written once, run on either engine.
 
 The functions here chain kernels into whole passes over a network of any
-depth: :func:`forward` through every layer, :func:`backward` back through
-them, :func:`update` of every parameter, and :func:`train_batches`, a run of
-mini-batch steps (gather, forward, loss, backward, update). They call the
+depth: :func:`load_batch` (gather, and standardize for a model that
+standardizes), :func:`forward` through every layer (with inverted dropout
+in training), :func:`backward` back through them, :func:`update` of every
+parameter, and :func:`train_batches`, a run of mini-batch steps (load,
+forward, loss, backward, update). They call the
 kernels by their plain names, so the same source serves twice:
 
 - the ``numba`` engine compiles them with :func:`fastnet._jit.jit`: a
