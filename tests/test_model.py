@@ -439,3 +439,52 @@ V2_BAD = [
 def test_load_refuses_bad_classes_or_standardization(tmp_path, changes, arrays, message):
     path = write_npz(tmp_path / "m.npz", schema=good_schema(**changes), params=GOOD_PARAMS, **arrays)
     assert re.search(message, refusal(path))
+
+
+# --- hostile files (issue 15, items 8 and 9) ------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_load_refuses_non_finite_params(tmp_path, value):
+    params = GOOD_PARAMS.copy()
+    params[4] = value
+    path = write_npz(tmp_path / "m.npz", schema=good_schema(), params=params)
+    assert "params[4] is" in refusal(path)
+
+
+@pytest.mark.parametrize("sizes", [[4.5, 3], [4.0, 3], ["4", 3], [True, 3], {"a": 4}])
+def test_load_refuses_sizes_that_are_not_whole_numbers(tmp_path, sizes):
+    path = write_npz(tmp_path / "m.npz", schema=good_schema(sizes=sizes), params=GOOD_PARAMS)
+    assert "bad sizes or dtype" in refusal(path)
+
+
+def test_load_refuses_unknown_schema_keys_and_arrays(tmp_path):
+    path = write_npz(tmp_path / "m.npz", schema=good_schema(extra=1), params=GOOD_PARAMS)
+    assert "unexpected 'extra'" in refusal(path)
+    path = write_npz(tmp_path / "n.npz", schema=good_schema(), params=GOOD_PARAMS, weights=np.zeros(3))
+    assert "unexpected arrays 'weights'" in refusal(path)
+
+
+def test_a_header_claiming_1e12_elements_is_refused_before_it_is_read(tmp_path):
+    import io
+    import zipfile
+
+    path = write_npz(tmp_path / "m.npz", schema=good_schema(), params=GOOD_PARAMS)
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(head, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    with zipfile.ZipFile(path, "a") as zf, pytest.warns(UserWarning, match="Duplicate name"):
+        zf.writestr("params.npy", head.getvalue() + bytes(64))  # a second params member
+    assert "twice" in refusal(path)
+    path = write_npz(tmp_path / "n.npz", schema=good_schema())
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("params.npy", head.getvalue() + bytes(64))
+    assert "need params of shape (15,) float32, found (1000000000000,) float32" in refusal(path)
+
+
+def test_a_model_2000_layers_deep_predicts(tmp_path):
+    """Issue 15 found a 2000-layer model giving a Numba traceback; the engine now loops over layers."""
+    from fastnet.engine import predict_proba
+
+    MLP([6] + [2] * 2000 + [3], seed=1).save(tmp_path / "deep.npz")
+    probs = predict_proba(MLP.load(tmp_path / "deep.npz"), np.zeros((2, 6), np.uint8))
+    assert probs.shape == (2, 3) and np.isfinite(probs).all()
