@@ -135,7 +135,8 @@ def test_grid_search_jobs(benchmark, mnist, which):
     n_jobs = int(which.split("=")[1])
     # smoke: under joblib's 1 MB, so the workers get plain arrays, not a read-only memory map (for which Numba
     # would compile the loop once more, not cached in CI's fresh checkout)
-    n = 10_000 if benchmark.enabled else 300
+    # timed: all of MNIST, so that a fit outweighs a worker's start (about 1 s: Python, NumPy, Numba's cache)
+    n = 60_000 if benchmark.enabled else 300
     X, y = as_features(mnist.train_images[:n], 1 / 255), mnist.train_labels[:n]
     epochs = 10 if benchmark.enabled else 5
     base = MLPClassifier(batch_size=128, max_iter=epochs, n_iter_no_change=epochs, random_state=0, **SOLVERS["sgd"])
