@@ -324,6 +324,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         )
         labels = _model_classes(self.classes_)
         trainer = Trainer(config, X, labels[units], classes=labels, model=None if first else self.model_)
+        trainer.diverged_at = None  # as scikit-learn's: unscaled features may start at a huge, finite loss
         if not self.shuffle:
             trainer.rng = _InOrder()
         # scikit-learn keeps the optimizer's state across partial_fit calls (and

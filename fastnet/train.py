@@ -302,6 +302,9 @@ class Trainer:
         self.history = []
         self.best = {"epoch": None, "val_accuracy": -1.0, "params": None, "bad_epochs": 0}
         self.data_info = None  #: what the caller says of the data (JSON), kept in checkpoints
+        #: a finite epoch loss above this many times a uniform guess's stops the run (None: only a
+        #: non-finite one does, as in scikit-learn's MLP, which trains on through a huge first loss)
+        self.diverged_at = DIVERGED
         self._fingerprint = None
 
     def fingerprint(self):
@@ -430,8 +433,10 @@ class Trainer:
     def _check_growth(self, metrics):
         """A finite loss far above a uniform guess's is a run diverging (--lr 100 reached 6.9e7):
         stop it as the NaN guard would, before its weights are saved."""
+        if self.diverged_at is None:
+            return
         uniform = math.log(self.n_classes)
-        if metrics.loss > DIVERGED * max(uniform, 1.0):
+        if metrics.loss > self.diverged_at * max(uniform, 1.0):
             raise TrainingDiverged(
                 f"the loss grew to {metrics.loss:.3g} in epoch {metrics.epoch} (a uniform guess scores "
                 f"{uniform:.3g}; learning rate {metrics.lr:g}): the run is diverging; try a lower learning rate (--lr)"
