@@ -145,16 +145,22 @@ def thread_limit(threads):
 FEATURE_DTYPES = ("uint8", "float32", "float64")
 
 
-def _as_rows(images, what):
-    """``images`` (N, ...) as C-contiguous rows (N, D), a view where they already are;
-    float features must be finite."""
+def _as_rows(images, dtype, what):
+    """``images`` (N, ...) as C-contiguous, writable rows (N, D), a view where they already
+    are; float features in ``dtype`` (converted once, if they are in another) and finite."""
     images = np.asarray(images)
     if str(images.dtype) not in FEATURE_DTYPES or images.ndim < 2:
         raise ValueError(f"{what} images: expected (N, ...) features of {', '.join(FEATURE_DTYPES)}, "
                          f"got {images.dtype} {images.shape}")
-    # a read-only array (a memory map joblib hands its workers, say) is copied: Numba types it
-    # apart, and would compile the whole loop again for it
-    rows = np.require(images.reshape(images.shape[0], math.prod(images.shape[1:])), requirements=("C", "W"))
+    # One copy at most, and none for C-contiguous uint8 or ``dtype`` features: a read-only
+    # array (a memory map joblib hands its workers, say) is copied, as Numba types it apart
+    # and would compile the whole loop again; so are float features of another dtype, so
+    # that one compiled loop per parameter dtype serves every float input (float64 features
+    # of a float32 run: a copy at half their size).
+    target = dtype if images.dtype.kind == "f" else images.dtype
+    with np.errstate(over="ignore"):  # checked below: a float64 value past float32's range becomes inf
+        rows = np.require(images.reshape(images.shape[0], math.prod(images.shape[1:])), dtype=target,
+                          requirements=("C", "W"))
     if rows.dtype.kind == "f":
         bad = first_non_finite(rows)
         if bad is not None:
@@ -249,11 +255,7 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config
-        images = _as_rows(images, "training")
-        if images.dtype.kind == "f" and images.dtype != np.dtype(config.dtype):
-            # one loop per parameter dtype serves float features: float64 features of a
-            # float32 run are copied once at half their size (and float32 ones of a float64 run)
-            images = images.astype(config.dtype)
+        images = _as_rows(images, config.dtype, "training")
         if model is not None and classes is None:
             classes = model.classes
         self.classes, labels = _classes_and_units(labels, classes, images.shape[0], "training")

@@ -341,3 +341,12 @@ def test_the_default_standardizes_float_features_unless_already_in_unit_range(rn
     assert not Trainer(TrainConfig(**QUICK), (pixels * 255).astype(np.uint8), y).model.standardized
     assert Trainer(TrainConfig(**QUICK, standardize=True), pixels, y).model.standardized
     assert not Trainer(TrainConfig(**QUICK, standardize=False), x, y).model.standardized
+
+
+def test_float64_features_beyond_float32s_range_are_refused_in_a_float32_run():
+    x, y = blobs(n=100, dtype=np.float64)
+    x[42, 3] = 1e300  # finite in float64, inf once converted for a float32 run
+    with pytest.raises(ValueError, match=r"^training images: sample 42 holds inf; features must be finite$"):
+        Trainer(TrainConfig(**QUICK), x, y)
+    trainer = Trainer(TrainConfig(**QUICK), x[:40], y[:40])
+    assert trainer.images.dtype == np.float32  # converted once, to the run's dtype
