@@ -303,7 +303,7 @@ def _check_threads(parser, threads):
 
 def _data_error(exc, dataset):
     """One line for the data set ``dataset`` that could not be found or read."""
-    from .data import DatasetError, DatasetNotFoundError, IdxFormatError
+    from .data import ChecksumError, DatasetError, DatasetNotFoundError, IdxFormatError
 
     if isinstance(exc, DatasetNotFoundError):
         first = str(exc).splitlines()[0].rstrip(".")
@@ -324,6 +324,11 @@ def _data_error(exc, dataset):
                 f"or set FASTNET_DATA to a folder that holds {dataset}/")
     if isinstance(exc, IdxFormatError):
         return f"{exc}; the file is damaged: replace it with a good copy (or delete it to download it again)"
+    if isinstance(exc, ChecksumError):
+        if exc.belongs_to is not None and exc.belongs_to[0] != dataset:
+            return f"{exc}: pass --dataset {exc.belongs_to[0]}, or put {dataset}'s own files there"
+        return (f"{exc}; replace it with a good copy, or set FASTNET_VERIFY=0 to use it as it is "
+                f"(your own data in {dataset}'s format)")
     if isinstance(exc, DatasetError):
         return f"{exc}; replace the data set's files with good copies"
     return str(exc)

@@ -2,9 +2,16 @@
 import numpy as np
 import pytest
 
-from fastnet.data import (DATASETS, Dataset, DatasetError, DatasetNotFoundError, load_dataset,
-                          read_idx, write_idx)
+import dataclasses
+import os
+import subprocess
+import sys
+
+from fastnet import cli
+from fastnet.data import (DATASETS, ChecksumError, Dataset, DatasetError, DatasetNotFoundError,
+                          load_dataset, read_idx, write_idx)
 from fastnet.data import datasets
+from fastnet.model import MLP
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -142,8 +149,9 @@ def test_corrupt_file_raises_idx_format_error(tmp_path, rng):
 
 def test_verify_checks_local_copies(tmp_path, rng):
     fake_dataset(tmp_path / "d", rng)
-    load_dataset("mnist", tmp_path / "d")  # structure alone is fine
-    with pytest.raises(DatasetError, match="checksum mismatch.*expected ba891046"):
+    load_dataset("mnist", tmp_path / "d")  # data of one's own in MNIST's format: not checked
+    with pytest.raises(ChecksumError, match="checksum mismatch: not mnist's train-images-idx3-ubyte "
+                                            r"\(SHA-256 of the decompressed file: expected ba891046"):
         load_dataset("mnist", tmp_path / "d", verify=True)
 
 
@@ -167,3 +175,198 @@ def test_debian_fashion_mnist(monkeypatch):
     data = load_dataset("fashion-mnist", offline=True, verify=True)
     assert [a.shape for a in data] == [(60000, 28, 28), (60000,), (10000, 28, 28), (10000,)]
     assert np.bincount(data.train_labels).tolist() == [6000] * 10
+
+
+# --- known data sets verified on first use (issue 15, item 10) ---------------------------------
+
+
+IDX_SHA256 = datasets._idx_sha256  # as it is, for the fixtures (`hashes` counts its calls)
+
+
+@pytest.fixture
+def as_known(monkeypatch):
+    """Make the files of a small fake data set the table's own: ``as_known(folder, name)`` sets
+    ``name``'s checksums to those files' and its counts to theirs; returns the checksums."""
+    def make(folder, name="mnist"):
+        arrays = [read_idx(folder / (n + ".gz")) for n in NAMES]
+        sums = [IDX_SHA256(a) for a in arrays]
+        spec = DATASETS[name]
+        files = tuple(dataclasses.replace(f, sha256=h) for f, h in zip(spec.files, sums))
+        monkeypatch.setitem(datasets.DATASETS, name, dataclasses.replace(
+            spec, files=files, counts=(len(arrays[0]), len(arrays[2]))))
+        return sums
+    return make
+
+
+@pytest.fixture
+def hashes(monkeypatch):
+    """The arrays :func:`datasets._idx_sha256` hashes, one list per load."""
+    calls = []
+    real = datasets._idx_sha256
+    monkeypatch.setattr(datasets, "_idx_sha256", lambda a: calls.append(a.shape) or real(a))
+    return calls
+
+
+def test_idx_sha256_is_the_decompressed_files(mnist_dir):
+    """The checksum is computed from the arrays read, as the table's: of the uncompressed file."""
+    for spec in DATASETS["mnist"].files:
+        assert datasets._idx_sha256(read_idx(mnist_dir / (spec.name + ".gz"))) == spec.sha256
+
+
+def test_known_files_are_hashed_once(tmp_path, rng, as_known, hashes):
+    fake_dataset(tmp_path / "d", rng)
+    sums = as_known(tmp_path / "d")
+    cache = tmp_path / "cache"
+    load_dataset("mnist", tmp_path / "d", cache_dir=cache)
+    assert len(hashes) == 4
+    stamps = datasets._read_stamps(cache / datasets.STAMPS)
+    assert [stamps[str((tmp_path / "d" / (n + ".gz")).resolve())]["sha256"] for n in NAMES] == sums
+    load_dataset("mnist", tmp_path / "d", cache_dir=cache)
+    assert len(hashes) == 4  # the stamps stood for the files
+    # a file touched, or replaced by another of the same size and time, is hashed again
+    path = tmp_path / "d" / (NAMES[1] + ".gz")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    load_dataset("mnist", tmp_path / "d", cache_dir=cache)
+    assert len(hashes) == 5
+
+
+def test_a_changed_file_is_refused_though_it_was_verified(tmp_path, rng, as_known):
+    fake_dataset(tmp_path / "d", rng)
+    as_known(tmp_path / "d")
+    load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+    path = tmp_path / "d" / (NAMES[2] + ".gz")
+    images = read_idx(path)
+    images[0, 0, 0] ^= 1
+    write_idx(path, images)
+    with pytest.raises(ChecksumError, match=f"{path}: checksum mismatch: not mnist's t10k-images-idx3-ubyte"):
+        load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+
+
+def test_files_of_another_data_set_are_named(tmp_path, rng, as_known, monkeypatch):
+    """Fashion-MNIST's files in a folder of MNIST: the error says whose they are."""
+    fake_dataset(tmp_path / "mnist", rng)
+    as_known(tmp_path / "mnist", "fashion-mnist")
+    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(
+        DATASETS["mnist"], counts=DATASETS["fashion-mnist"].counts))
+    with pytest.raises(ChecksumError, match="not mnist's train-images-idx3-ubyte .*expected ba891046.*; "
+                                            "it is fashion-mnist's train-images-idx3-ubyte$") as info:
+        load_dataset("mnist", tmp_path / "mnist", cache_dir=tmp_path / "cache")
+    assert info.value.belongs_to == ("fashion-mnist", "train-images-idx3-ubyte")
+
+
+def test_files_in_a_searched_folder_are_verified_too(tmp_path, rng, as_known, monkeypatch):
+    fake_dataset(tmp_path / "env" / "mnist", rng)
+    as_known(tmp_path / "env" / "mnist")
+    monkeypatch.setenv("FASTNET_DATA", str(tmp_path / "env"))
+    load_dataset("mnist", offline=True)
+    write_idx(tmp_path / "env" / "mnist" / (NAMES[3] + ".gz"), rng.integers(0, 10, 4, dtype=np.uint8))
+    with pytest.raises(ChecksumError, match="not mnist's t10k-labels-idx1-ubyte"):
+        load_dataset("mnist", offline=True)
+
+
+def test_own_data_in_a_known_format_is_not_verified(tmp_path, rng, hashes):
+    """Files with other sample counts than the data set's are data of one's own: read, not hashed."""
+    fake_dataset(tmp_path / "d", rng)
+    load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+    assert hashes == [] and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("how", ["verify=False", "FASTNET_VERIFY=0"])
+def test_verification_can_be_turned_off(tmp_path, rng, as_known, hashes, monkeypatch, how):
+    fake_dataset(tmp_path / "d", rng)
+    as_known(tmp_path / "d")
+    write_idx(tmp_path / "d" / (NAMES[1] + ".gz"), rng.integers(0, 10, 6, dtype=np.uint8))  # not the table's
+    if how == "FASTNET_VERIFY=0":
+        monkeypatch.setenv("FASTNET_VERIFY", "0")
+        load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+        with pytest.raises(ChecksumError):  # an explicit verify=True wins over the variable
+            load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache", verify=True)
+    else:
+        load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache", verify=False)
+        assert hashes == []
+
+
+def test_an_unwritable_cache_costs_a_hash_not_an_error(tmp_path, rng, as_known, hashes):
+    """The stamps live in the cache root; where it cannot be written (here it is a file, which
+    stops root too), every load hashes the files again and nothing fails."""
+    fake_dataset(tmp_path / "d", rng)
+    as_known(tmp_path / "d")
+    (tmp_path / "cache").write_text("not a folder")
+    for _ in range(2):
+        load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+    assert len(hashes) == 8
+
+
+def test_a_read_only_data_folder_is_verified_and_stamped_in_the_cache(tmp_path, rng, as_known, hashes):
+    fake_dataset(tmp_path / "d", rng)
+    as_known(tmp_path / "d")
+    (tmp_path / "d").chmod(0o555)
+    try:
+        for _ in range(2):
+            load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+    finally:
+        (tmp_path / "d").chmod(0o755)
+    assert len(hashes) == 4
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(n + ".gz" for n in NAMES)
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"x": 1}', b"\xff" * 10,
+                                     b'{"PATH": {"stat": "no", "sha256": 3}}'])
+def test_a_damaged_stamps_file_is_ignored(tmp_path, rng, as_known, hashes, content):
+    fake_dataset(tmp_path / "d", rng)
+    as_known(tmp_path / "d")
+    key = str((tmp_path / "d" / (NAMES[0] + ".gz")).resolve())
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / datasets.STAMPS).write_bytes(content.replace(b"PATH", key.encode()))
+    load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+    assert len(hashes) == 4
+    load_dataset("mnist", tmp_path / "d", cache_dir=tmp_path / "cache")
+    assert len(hashes) == 4  # rewritten whole
+
+
+FASHION = datasets.Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_debian_fashion_mnist_in_a_folder_of_mnist(tmp_path, monkeypatch, capsys):
+    """Issue 15, item 10: Fashion-MNIST's files placed in the mnist folder were used silently."""
+    if not (FASHION / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    (tmp_path / "data" / "mnist").mkdir(parents=True)
+    for path in FASHION.glob("*-ubyte.gz"):
+        (tmp_path / "data" / "mnist" / path.name).symlink_to(path)
+    monkeypatch.setenv("FASTNET_DATA", str(tmp_path / "data"))
+    with pytest.raises(ChecksumError, match="it is fashion-mnist's train-images-idx3-ubyte"):
+        load_dataset("mnist", offline=True)
+    code = cli.main(["--epochs", "1", "--no-save", "--threads", "1", "--offline"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"fastnet-train: error: {tmp_path / 'data' / 'mnist' / 'train-images-idx3-ubyte.gz'}: "
+                          "checksum mismatch: not mnist's train-images-idx3-ubyte")
+    assert err.strip().endswith("it is fashion-mnist's train-images-idx3-ubyte: pass --dataset fashion-mnist, "
+                                "or put mnist's own files there")
+
+
+# --- a set with no samples (issue 15, item 10) --------------------------------------------------
+
+
+@pytest.mark.parametrize("n_train, n_test, part, file", [(0, 4, "training", NAMES[0]),
+                                                         (6, 0, "test", NAMES[2])])
+def test_a_set_with_no_samples_is_refused(tmp_path, rng, n_train, n_test, part, file):
+    fake_dataset(tmp_path / "d", rng, n_train=n_train, n_test=n_test)
+    with pytest.raises(DatasetError, match=f"{file}.gz: holds 0 images; expected at least one {part} sample"):
+        load_dataset("mnist", tmp_path / "d")
+
+
+@pytest.mark.parametrize("n_train, n_test", [(0, 4), (6, 0)])
+def test_the_commands_refuse_a_set_with_no_samples(tmp_path, rng, capsys, n_train, n_test):
+    """0 test samples printed "n/a" with exit 0; 0 training samples: exit 1, like an empty .npz."""
+    fake_dataset(tmp_path / "d", rng, n_train=n_train, n_test=n_test)
+    MLP([784, 4, 10]).save(tmp_path / "m.npz")
+    for entry, argv in [(cli.main, ["--data", str(tmp_path / "d"), "--epochs", "1", "--no-save",
+                                    "--threads", "1", "--hidden", "4"]),
+                        (cli.eval_main, [str(tmp_path / "m.npz"), "--data", str(tmp_path / "d")])]:
+        code = entry(argv)
+        out, err = capsys.readouterr()
+        assert code == 1, (argv, out, err)
+        assert len(err.strip().splitlines()) == 1 and "holds 0 images" in err and "n/a" not in out, err

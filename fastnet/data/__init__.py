@@ -12,6 +12,7 @@ the Cython reader.
 import importlib
 
 _WHERE = {
+    "ChecksumError": "datasets",
     "IdxFormatError": "idx",
     "read_idx": "idx",
     "write_idx": "idx",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import sys
 import urllib.error
@@ -32,11 +33,12 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from fastnet._files import temporary_beside
+from fastnet._files import atomic_write_json, temporary_beside
 from fastnet.data.tables import DATASETS, DatasetSpec, FileSpec
 from fastnet.data.idx import IdxFormatError, _gunzip_pieces, read_idx
 
 __all__ = [
+    "ChecksumError",
     "DATASETS",
     "Dataset",
     "DatasetError",
@@ -64,6 +66,18 @@ class DatasetError(ValueError):
     """The files of a data set were read but do not fit together (counts, labels, shapes)."""
 
 
+class ChecksumError(DatasetError):
+    """A file of a known data set found on disk is not the data set's: its checksum differs.
+
+    ``belongs_to`` is ``(data set, file name)`` of the table's file it is, if any (Fashion-MNIST's
+    files in a folder of MNIST), else None.
+    """
+
+    def __init__(self, message, *, belongs_to=None):
+        super().__init__(message)
+        self.belongs_to = belongs_to
+
+
 class DatasetNotFoundError(FileNotFoundError):
     """No folder holds the data set and it could not be downloaded.
 
@@ -86,6 +100,10 @@ class DatasetNotFoundError(FileNotFoundError):
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _env_off(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("0", "false", "no", "off")
 
 
 def default_cache_dir() -> Path:
@@ -130,12 +148,13 @@ def _mirror_list(dataset: str, mirrors: Sequence[str] | str | None, dspec: Datas
     return out
 
 
-def _checksum_of(path: Path, spec: FileSpec, *, use_md5: bool = True) -> tuple[str, str, str] | None:
-    """(kind, expected, found) for the strongest checksum the table knows, or None if none.
+def _checksum_of(path: Path, spec: FileSpec) -> tuple[str, str, str] | None:
+    """(kind, expected, found) for the strongest checksum the table knows for a download,
+    or None if none.
 
     The MD5 of the ``.gz`` only identifies the publisher's own compressed file,
-    so it is used (``use_md5``) for downloads, not for copies found on disk,
-    which may have been recompressed or decompressed.
+    so it is used for downloads, not for copies found on disk (see
+    :func:`_verify_contents`), which may have been recompressed or decompressed.
     """
     if spec.sha256 is not None:
         data = path.read_bytes()
@@ -146,7 +165,7 @@ def _checksum_of(path: Path, spec: FileSpec, *, use_md5: bool = True) -> tuple[s
         else:
             digest.update(data)
         return "SHA-256 of the decompressed file", spec.sha256, digest.hexdigest()
-    if spec.gz_md5 is not None and use_md5:
+    if spec.gz_md5 is not None:
         found = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
         return "MD5 of the .gz file", spec.gz_md5, found
     return None
@@ -293,9 +312,11 @@ def _locate(dataset: str, dspec: DatasetSpec, data_dir, cache_dir: Path,
 
 
 def _check_dataset(arrays: list[np.ndarray], paths: list[Path], dspec: DatasetSpec) -> Dataset:
-    """Check that images and labels fit together; raise :class:`DatasetError` naming the file if not."""
-    for (images, labels), (ipath, lpath) in zip(
-        ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3]))
+    """Check that images and labels fit together, and that the training and the test set
+    each hold a sample; raise :class:`DatasetError` naming the file if not."""
+    for (images, labels), (ipath, lpath), part in zip(
+        ((arrays[0], arrays[1]), (arrays[2], arrays[3])), ((paths[0], paths[1]), (paths[2], paths[3])),
+        ("training", "test"),
     ):
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != dspec.image_shape:
             h, w = dspec.image_shape
@@ -307,6 +328,8 @@ def _check_dataset(arrays: list[np.ndarray], paths: list[Path], dspec: DatasetSp
         if len(images) != len(labels):
             raise DatasetError(f"{lpath}: holds {len(labels)} labels, but {ipath} holds "
                                f"{len(images)} images; expected one label per image")
+        if len(images) == 0:
+            raise DatasetError(f"{ipath}: holds 0 images; expected at least one {part} sample")
         if len(labels) and labels.max() >= dspec.n_classes:
             bad = int(np.argmax(labels >= dspec.n_classes))
             raise DatasetError(f"{lpath}: expected labels 0..{dspec.n_classes - 1}, "
@@ -318,7 +341,7 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
                  offline: bool = False, progress: bool | None = None,
                  mirrors: Sequence[str] | str | None = None,
                  cache_dir: str | os.PathLike | None = None, timeout: float = 30.0,
-                 verify: bool = False, allow_unverified: bool = False) -> Dataset:
+                 verify: bool | None = None, allow_unverified: bool = False) -> Dataset:
     """Load an MNIST-like data set as four uint8 arrays, downloading it if need be.
 
     Parameters
@@ -340,9 +363,20 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
         :func:`default_cache_dir`.
     timeout : float
         Seconds to wait on a silent connection before trying the next mirror.
-    verify : bool
-        Also check files found on disk against their decompressed SHA-256,
-        where the table knows it (downloads are always checked).
+    verify : bool, optional
+        Which files found on disk to check against the SHA-256 of their
+        decompressed bytes in :data:`DATASETS` (downloads are always checked).
+        None (the default): each file that holds as many samples as the data
+        set's own (60,000 training and 10,000 test samples for all three),
+        that is a copy of the data set, not data of one's own in its format;
+        ``FASTNET_VERIFY=0`` makes the default False. True: every file.
+        False: none. A file is hashed once: the result is kept in
+        ``verified.json`` in the cache root, under the file's resolved path,
+        size, mtime, ctime and inode, and later loads read it from there. A
+        cache root that cannot be written costs a hash on every load, never
+        an error. KMNIST's table knows only the MD5s of the publisher's
+        ``.gz`` files, which a recompressed copy does not match: its files on
+        disk are not checked (its downloads are).
     allow_unverified : bool
         Keep a download for which :data:`DATASETS` holds no checksum at all.
         Off by default: such a download is deleted and reported as a failure.
@@ -362,8 +396,9 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
         A file is not a well-formed IDX file.
     DatasetError
         The files do not fit together (image and label counts differ, a label
-        is out of range, images are not 28x28 uint8), or ``verify`` found a
-        checksum mismatch.
+        is out of range, images are not 28x28 uint8, a set holds no sample);
+        :class:`ChecksumError`, a subclass, names a file whose checksum
+        differs from the table's, what was expected and what was found.
     """
     try:
         dspec = DATASETS[name]
@@ -376,16 +411,88 @@ def load_dataset(name: str = "mnist", data_dir: str | os.PathLike | None = None,
     if paths is None:
         paths = _download_missing(name, dspec, cache, searched, offline=offline, progress=progress,
                                   mirrors=mirrors, timeout=timeout, allow_unverified=allow_unverified)
-    elif verify:
-        for path, spec in zip(paths, dspec.files):
-            check = _checksum_of(path, spec, use_md5=False)
-            if check is not None and check[1] != check[2]:
-                raise DatasetError(f"{path}: checksum mismatch ({check[0]}: expected {check[1]}, "
-                                   f"found {check[2]})")
+    if verify is None and _env_off("FASTNET_VERIFY"):
+        verify = False
+    stats = [path.stat() for path in paths]  # before reading: a file replaced meanwhile is hashed again
     # each header is checked before its payload is decompressed: a small gzip file claiming
     # 60000x28x28000 images is refused before it is inflated
-    return _check_dataset([read_idx(path, expect=_header_check(path, dspec, images=i % 2 == 0))
-                           for i, path in enumerate(paths)], paths, dspec)
+    arrays = [read_idx(path, expect=_header_check(path, dspec, images=i % 2 == 0))
+              for i, path in enumerate(paths)]
+    data = _check_dataset(arrays, paths, dspec)
+    if verify is not False:
+        _verify_contents(name, dspec, paths, stats, arrays, cache_root / STAMPS, every=verify is True)
+    return data
+
+
+#: The file in the cache root where :func:`load_dataset` keeps the checksums of the data
+#: set files it has hashed, each under its path and a fingerprint of its metadata. It lives
+#: in the cache, never beside the data: a data folder may be read-only (Debian's
+#: /usr/share/datasets, a shared copy) or someone else's.
+STAMPS = "verified.json"
+
+
+def _verify_contents(name: str, dspec: DatasetSpec, paths: list[Path], stats: list[os.stat_result],
+                     arrays: list[np.ndarray], stamps_path: Path, *, every: bool) -> None:
+    """Check the files against the table's SHA-256 of their decompressed bytes: every file
+    (``every``) or those holding the data set's own number of samples. A file whose
+    fingerprint (size, mtime, ctime, inode) is in ``stamps_path`` is not hashed again.
+    Raise :class:`ChecksumError` at the first mismatch."""
+    stamps = _read_stamps(stamps_path)
+    changed = False
+    try:
+        for i, (path, st, array, spec) in enumerate(zip(paths, stats, arrays, dspec.files)):
+            if spec.sha256 is None or not (every or len(array) == dspec.counts[i // 2]):
+                continue
+            key = str(path.resolve())
+            fingerprint = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+            entry = stamps.get(key)
+            if isinstance(entry, dict) and entry.get("stat") == fingerprint and isinstance(entry.get("sha256"), str):
+                found = entry["sha256"]
+            else:
+                found = _idx_sha256(array)
+                stamps[key] = {"stat": fingerprint, "sha256": found}
+                changed = True
+            if found != spec.sha256:
+                other = next(((other, f.name) for other, d in DATASETS.items() for f in d.files
+                              if f.sha256 == found), None)
+                raise ChecksumError(
+                    f"{path}: checksum mismatch: not {name}'s {spec.name} (SHA-256 of the decompressed "
+                    f"file: expected {spec.sha256}, found {found})"
+                    + (f"; it is {other[0]}'s {other[1]}" if other else ""), belongs_to=other)
+    finally:
+        if changed:
+            _write_stamps(stamps_path, stamps)
+
+
+def _idx_sha256(array: np.ndarray) -> str:
+    """The SHA-256 of the uncompressed IDX file of the uint8 ``array`` (header: magic
+    0x0000 08 rank, then each dimension big-endian; then the payload). :func:`read_idx`
+    refuses a payload of any other length, so this is the SHA-256 of the decompressed
+    file that was read, without decompressing it again."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    digest = hashlib.sha256(header)
+    digest.update(np.ascontiguousarray(array).reshape(-1).data)
+    return digest.hexdigest()
+
+
+def _read_stamps(path: Path) -> dict:
+    """The stamps file's entries; empty if it is missing, unreadable, too big or not a JSON object."""
+    try:
+        if path.stat().st_size > 1 << 20:
+            return {}
+        stamps = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return stamps if isinstance(stamps, dict) else {}
+
+
+def _write_stamps(path: Path, stamps: dict) -> None:
+    """Write the stamps (those of files that still exist), atomically; if that fails, the
+    files are simply hashed again next time."""
+    try:
+        atomic_write_json(path, {key: value for key, value in stamps.items() if os.path.exists(key)})
+    except OSError:
+        pass
 
 
 def _header_check(path: Path, dspec: DatasetSpec, *, images: bool):

@@ -31,12 +31,14 @@ class FileSpec:
 @dataclass(frozen=True)
 class DatasetSpec:
     """A data set: its files (train images, train labels, test images, test labels),
-    mirrors, and the names of its classes (label ``i`` is ``classes[i]``)."""
+    mirrors, the names of its classes (label ``i`` is ``classes[i]``), the shape of
+    an image, and how many samples its training and test files hold (``counts``)."""
 
     files: tuple[FileSpec, FileSpec, FileSpec, FileSpec]
     mirrors: tuple[str, ...]
     classes: tuple[str, ...] = tuple(str(i) for i in range(10))
     image_shape: tuple[int, int] = (28, 28)
+    counts: tuple[int, int] = (60000, 10000)
 
     @property
     def n_classes(self) -> int:
