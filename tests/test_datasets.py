@@ -175,6 +175,11 @@ def test_debian_fashion_mnist(monkeypatch):
     data = load_dataset("fashion-mnist", offline=True, verify=True)
     assert [a.shape for a in data] == [(60000, 28, 28), (60000,), (10000, 28, 28), (10000,)]
     assert np.bincount(data.train_labels).tolist() == [6000] * 10
+    # verified by default too; the stamps go to the cache, as the system folder is read-only
+    load_dataset("fashion-mnist", offline=True)
+    stamps = datasets._read_stamps(datasets.default_cache_dir() / datasets.STAMPS)
+    assert [stamps[str(system / "fashion-mnist" / (f.name + ".gz"))]["sha256"] for f in
+            DATASETS["fashion-mnist"].files] == [f.sha256 for f in DATASETS["fashion-mnist"].files]
 
 
 # --- known data sets verified on first use (issue 15, item 10) ---------------------------------
