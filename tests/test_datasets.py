@@ -1,11 +1,9 @@
 """load_dataset: where it looks, which file names it accepts, and how it checks contents."""
-import numpy as np
-import pytest
-
 import dataclasses
 import os
-import subprocess
-import sys
+
+import numpy as np
+import pytest
 
 from fastnet import cli
 from fastnet.data import (DATASETS, ChecksumError, Dataset, DatasetError, DatasetNotFoundError,

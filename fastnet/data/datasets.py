@@ -57,8 +57,8 @@ from fastnet.data.tables import DATASETS, DatasetSpec, FileSpec
 from fastnet.data.idx import IdxFormatError, _gunzip_pieces, read_idx
 
 __all__ = [
-    "ChecksumError",
     "DATASETS",
+    "ChecksumError",
     "Dataset",
     "DatasetError",
     "DatasetNotFoundError",
