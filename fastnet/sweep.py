@@ -165,6 +165,8 @@ def decode(name, value):
 
 
 def _shown(name, value):
+    if name == "hidden":
+        return "[" + ",".join(map(str, value)) + "]"
     if name == "batch_size" and value is None:
         return "full"
     if name == "standardize":
@@ -845,7 +847,7 @@ class Sweep:
         if not resume and folder.exists() and any(p.name != LOCK_FILE for p in folder.iterdir()):
             raise CommandError(f"--out {folder}: holds files already; continue its sweep with --resume {folder}, "
                                "or pass another --out")
-        with self.results.locked():
+        with self.results.locked(), _quiet_dask_logs():
             if not resume:
                 self._write_settings()
             self.results.load()
@@ -881,8 +883,6 @@ class Sweep:
 
     def _study(self):
         import optuna
-        from optuna.storages import JournalStorage
-        from optuna.storages.journal import JournalFileBackend
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         s = self.settings
@@ -903,8 +903,7 @@ class Sweep:
             sampler = optuna.samplers.TPESampler(seed=self.base["seed"], constant_liar=True)
         pruner = (optuna.pruners.MedianPruner(n_startup_trials=s["prune_after"], n_warmup_steps=0)
                   if s["prune"] else optuna.pruners.NopPruner())
-        storage = JournalStorage(JournalFileBackend(str(self.results.path(STUDY_FILE))))
-        return optuna.create_study(study_name=STUDY_NAME, storage=storage, direction="maximize",
+        return optuna.create_study(study_name=STUDY_NAME, storage=_journal(self.results.path(STUDY_FILE)), direction="maximize",
                                    sampler=sampler, pruner=pruner, load_if_exists=True)
 
     @contextmanager
@@ -932,6 +931,7 @@ class Sweep:
             raise CommandError(f"--threads {threads}: this machine has {cores} cores")
         workers = self.args.workers or max(1, cores // threads)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                               scheduler_kwargs={"dashboard_address": ":0"},  # no dashboard, no port 8787
                                silence_logs=logging.CRITICAL)
         try:
             client = Client(cluster)
@@ -977,6 +977,7 @@ class Sweep:
 
         data, sweep_data = loaded
         t_start = time.perf_counter()
+        self.address = client.scheduler.address
         try:
             client.wait_for_workers(1, timeout=60)
         except (TimeoutError, OSError) as exc:
@@ -1018,12 +1019,12 @@ class Sweep:
                 if not self.running:
                     break
                 self._next_event(client, study)
-        except _Lost as exc:
+        except _Lost:
             self._close_bar()
             finished = len(self.results.records)
-            raise CommandError(f"lost the scheduler ({exc}); {finished} finished trials are recorded in "
-                               f"{self.results.folder}; continue with: {PROG} --resume {self.results.folder}") \
-                from None
+            raise CommandError(f"lost the connection to the scheduler {self.address}; {finished} finished trials "
+                               f"are recorded in {self.results.folder}; continue with: {PROG} --resume "
+                               f"{self.results.folder}") from None
         except KeyboardInterrupt:
             self._close_bar()
             for future, *_ in self.running.values():
@@ -1240,7 +1241,7 @@ class Sweep:
             out = future.result()
         except Exception as exc:  # noqa: BLE001 -- a diverging refit, a lost scheduler
             if client.status != "running":
-                raise CommandError(f"lost the scheduler while refitting ({exc}); the trials are recorded in "
+                raise CommandError(f"lost the connection to the scheduler while refitting ({exc}); the trials are recorded in "
                                    f"{self.results.folder}; refit with: {PROG} --resume {self.results.folder}") \
                     from None
             raise CommandError(f"refitting trial {best['trial']}'s settings failed: {type(exc).__name__}: {exc}") \
@@ -1261,6 +1262,33 @@ class Sweep:
         print(f"best: trial {best['trial']}, val {_percent(best['value'])}; refit on {out['n_train']} samples: "
               f"test accuracy {_percent(out['test_accuracy'])} ({correct} of {len(data.test_labels)}); saved "
               f"{self.results.path(BEST_MODEL)}", flush=True)
+
+
+@contextmanager
+def _quiet_dask_logs():
+    """Dask's client logs a traceback per reconnection try when the scheduler goes away; the
+    sweep says what happened in one line instead (and a worker's own logs stay on the worker)."""
+    import logging
+
+    import distributed  # noqa: F401 -- its logging configuration first, then ours over it
+
+    names = ["distributed", *(name for name in logging.root.manager.loggerDict if name.startswith("distributed."))]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _journal(path):
+    """Optuna's JournalStorage in the file ``path`` (its file backend, with its own lock)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(path)))
 
 
 def _shown_split(v):
