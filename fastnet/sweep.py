@@ -73,6 +73,8 @@ DEFAULT_TRIALS = 20
 DEFAULT_VAL_SPLIT = 0.1
 #: Trials that must complete before the pruner stops any (Optuna's MedianPruner default).
 DEFAULT_PRUNE_AFTER = 5
+#: The first epoch after which a trial may be pruned.
+DEFAULT_PRUNE_FROM = 2
 INSTALL_HINT = 'pip install "fastnet[sweep]"'
 
 #: The results folder's files.
@@ -569,6 +571,9 @@ def build_parser():
                             "trials' after the same epoch)")
     space.add_argument("--prune-after", metavar="N", type=_positive_int, default=DEFAULT_PRUNE_AFTER,
                        help="trials that must finish before any is pruned")
+    space.add_argument("--prune-from", metavar="EPOCH", type=_positive_int, default=DEFAULT_PRUNE_FROM,
+                       help="the first epoch after which a trial may be pruned (the first epoch's accuracy "
+                            "says little of where a trial ends)")
     space.add_argument("--epochs", type=_positive_int, default=d.epochs, help="epochs of each trial")
     space.add_argument("--val-split", metavar="F", type=_count_or_fraction, default=DEFAULT_VAL_SPLIT,
                        help="the fraction (or count) of the training samples every trial is judged on")
@@ -681,7 +686,7 @@ def _settings(parser, args, given):
             size *= len(param.grid())
         trials = size if trials is None else min(trials, size)
     return {"space": space, "base": base.to_dict(), "sampler": args.sampler, "prune": not args.no_prune,
-            "prune_after": args.prune_after, "trials": trials or DEFAULT_TRIALS, "refit": args.refit,
+            "prune_after": args.prune_after, "prune_from": args.prune_from, "trials": trials or DEFAULT_TRIALS, "refit": args.refit,
             "threads": args.threads,
             "data": {"dataset": args.dataset, "data": args.data, "label_column": args.label_column,
                      "test_split": args.test_split, "offline": args.offline},
@@ -841,6 +846,7 @@ class Sweep:
     # --- the run ---
 
     def run(self):
+        self.t_begin = time.perf_counter()
         _import_extras()
         resume = self.args.resume is not None
         folder = self.results.folder
@@ -851,9 +857,13 @@ class Sweep:
             if not resume:
                 self._write_settings()
             self.results.load()
+            t0 = time.perf_counter()
             data = self._read_data()
+            self.timings = {"read_seconds": time.perf_counter() - t0}
             study = self._study()
+            t0 = time.perf_counter()
             with self._cluster() as client:
+                self.timings["cluster_seconds"] = time.perf_counter() - t0  # until a worker is there
                 return self._run(client, study, data)
 
     def _write_settings(self):
@@ -901,7 +911,8 @@ class Sweep:
             sampler = optuna.samplers.RandomSampler(seed=self.base["seed"])
         else:
             sampler = optuna.samplers.TPESampler(seed=self.base["seed"], constant_liar=True)
-        pruner = (optuna.pruners.MedianPruner(n_startup_trials=s["prune_after"], n_warmup_steps=0)
+        pruner = (optuna.pruners.MedianPruner(n_startup_trials=s["prune_after"],
+                                              n_warmup_steps=s.get("prune_from", DEFAULT_PRUNE_FROM))
                   if s["prune"] else optuna.pruners.NopPruner())
         return optuna.create_study(study_name=STUDY_NAME, storage=_journal(self.results.path(STUDY_FILE)), direction="maximize",
                                    sampler=sampler, pruner=pruner, load_if_exists=True)
@@ -982,6 +993,7 @@ class Sweep:
             client.wait_for_workers(1, timeout=60)
         except (TimeoutError, OSError) as exc:
             raise CommandError(f"no Dask worker joined the scheduler within 60 s ({exc})") from None
+        self.timings["cluster_seconds"] += time.perf_counter() - t_start
         self.line(f"fastnet-sweep: {self.data_name}, {len(sweep_data.labels)} training samples "
                   f"({_shown_split(self.base['val_split'])} held out for validation), {self.settings['trials']} trials, "
                   f"{self.settings['sampler']} sampler, {'median pruning' if self.settings['prune'] else 'no pruning'}, "
@@ -1118,7 +1130,7 @@ class Sweep:
         if epoch not in steps:
             steps.add(epoch)
             trial.report(value, epoch)
-        if epoch < self.base["epochs"] and trial.should_prune():
+        if epoch < self.running[number][2]["epochs"] and trial.should_prune():
             try:
                 client.run(request_stop, f"{self.session}:{number}", workers=[msg["worker"]], on_error="ignore")
             except Exception:  # noqa: BLE001 -- the worker is gone: its rerun will be judged again
@@ -1255,13 +1267,16 @@ class Sweep:
                     "refit_epochs": out["epochs"], "test_accuracy": out["test_accuracy"],
                     "test_loss": out["test_loss"], "confusion_matrix": out["confusion"],
                     "model": BEST_MODEL, "refit_worker": out["worker"], "refit_seconds": out["seconds"],
-                    "scatter_seconds": scatter_seconds, "trials_seconds": trials_seconds,
-                    "wall_seconds": time.perf_counter() - t_start, "finished": _now()}
+                    **self.timings, "scatter_seconds": scatter_seconds, "trials_seconds": trials_seconds,
+                    "wall_seconds": time.perf_counter() - self.t_begin, "finished": _now()}
         self.results.write_json(BEST_FILE, document)
         correct = int(np.trace(np.asarray(out["confusion"])))
         print(f"best: trial {best['trial']}, val {_percent(best['value'])}; refit on {out['n_train']} samples: "
               f"test accuracy {_percent(out['test_accuracy'])} ({correct} of {len(data.test_labels)}); saved "
               f"{self.results.path(BEST_MODEL)}", flush=True)
+        self.line(f"{document['wall_seconds']:.1f} s in all: cluster {document['cluster_seconds']:.1f} s, data "
+                  f"{document['read_seconds']:.1f} s, scatter {scatter_seconds:.2f} s, trials {trials_seconds:.1f} s, "
+                  f"refit {out['seconds']:.1f} s; results in {self.results.folder}")
 
 
 @contextmanager
