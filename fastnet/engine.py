@@ -95,10 +95,13 @@ class Scratch(NamedTuple):
     """The kernels' scratch, shared by the layers (they run one at a time):
     ``inputs (S, max D)`` int32 for :func:`~fastnet.kernels.sparse_linear_forward`,
     ``samples (S, B)`` int32 for :func:`~fastnet.kernels.sparse_linear_backward_params`,
-    ``classifier (S + 1, K, D_last + 1)`` for the output layer's kernels."""
+    ``pack (P,)`` for the register-blocked kernels of the layers past the first
+    (empty without such a layer), ``classifier (S + 1, K, D_last + 1)`` for the
+    output layer's kernels."""
 
     inputs: np.ndarray
     samples: np.ndarray
+    pack: np.ndarray
     classifier: np.ndarray
 
 
@@ -254,7 +257,7 @@ def forward(params, acts, scratch, n, scale, dropout, seed, step):
         inp = act
         weight, bias = layer(params.flat, sizes, i)
         pre, act = hidden(acts.pre, sizes, i, n, B), hidden(acts.act, sizes, i, n, B)
-        sparse_linear_forward(pre, scratch.inputs, inp, weight, bias, 1.0)
+        blocked_linear_forward(pre, scratch.pack, inp, weight, bias, 1.0)
         relu_forward(act, pre)
         if dropout > 0.0:
             dropout_forward(act, dropout_key(seed, step, i), dropout)
@@ -290,10 +293,10 @@ def backward(grads, params, acts, scratch, n, scale, dropout):
         if i == 0:
             sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre, x, scale)
         else:
-            sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre,
-                                          hidden(acts.act, sizes, i - 1, n, B), 1.0)
+            blocked_linear_backward_params(dweight, dbias, scratch.pack, dpre,
+                                           hidden(acts.act, sizes, i - 1, n, B), 1.0)
             weight, _ = layer(params.flat, sizes, i)
-            linear_backward_input(rows(acts.dact, n, sizes[i]), dpre, weight)
+            blocked_linear_backward_input(rows(acts.dact, n, sizes[i]), scratch.pack, dpre, weight)
 
 
 def update(params, grads, moments, settings, step):
@@ -360,9 +363,16 @@ def allocate(sizes, batch_size, dtype, input_dtype):
         probs=np.zeros((B, sizes[-1]), dtype),
         losses=np.zeros(B, dtype),
     )
+    from .kernels.blocked import pack_size
+
+    pack = 0
+    for i in range(1, len(sizes) - 2):  # the hidden layers past the first: register-blocked
+        D, H = sizes[i], sizes[i + 1]
+        pack = max(pack, pack_size(B, D, H), pack_size(B, H, D), pack_size(D, B, H))
     scratch = Scratch(
         inputs=np.zeros((SCRATCH_PARTS, max(sizes[:-1])), np.int32),
         samples=np.zeros((SCRATCH_PARTS, B), np.int32),
+        pack=np.zeros(pack, dtype),
         classifier=np.zeros((SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1), dtype),
     )
     return acts, scratch

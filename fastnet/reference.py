@@ -50,6 +50,25 @@ def linear_backward(dinp, dweight, dbias, dout, inp, weight):
     linear_backward_input(dinp, dout, weight)
 
 
+def blocked_linear_forward(out, pack, inp, weight, bias, scale):
+    """:func:`linear_forward` of ``scale * inp``: packing and register blocking are the
+    kernel's business, and ``pack`` is its scratch space (left untouched here)."""
+    # inp (B, D) any numeric dtype, weight (D, H), bias (H,), out (B, H), pack (P,)
+    linear_forward(out, inp.astype(weight.dtype) * weight.dtype.type(scale), weight, bias)
+
+
+def blocked_linear_backward_input(dinp, pack, dout, weight):
+    """:func:`linear_backward_input`; ``pack`` is the kernel's scratch space."""
+    # dout (B, H), weight (D, H), dinp (B, D), pack (P,)
+    linear_backward_input(dinp, dout, weight)
+
+
+def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
+    """:func:`linear_backward_params` of ``scale * inp``; ``pack`` is the kernel's scratch space."""
+    # dout (B, H), inp (B, D) any numeric dtype, dweight (D, H), dbias (H,), pack (P,)
+    linear_backward_params(dweight, dbias, dout, inp.astype(dweight.dtype) * dweight.dtype.type(scale))
+
+
 def sparse_linear_forward(out, index, inp, weight, bias, scale):
     """:func:`linear_forward` of ``scale * inp``: skipping zero inputs is the kernel's
     business, and ``index`` is its scratch space (left untouched here)."""

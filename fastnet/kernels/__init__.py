@@ -14,7 +14,7 @@ Shape legend used in every kernel's shape comment:
     H  outputs of a layer (hidden units)
     K  classes (10)
     N  samples in a whole data set
-    P  parameters in a flat buffer
+    P  parameters in a flat buffer; or the length of a blocked kernel's scratch
     S  parts a sparse kernel splits its work into (rows of its int32 scratch, >= 1)
 
 Weights are stored ``(D, H)`` -- inputs by outputs, the transpose of the
@@ -34,6 +34,11 @@ threads.
 in ``__all__``, which lists the array kernels (each with a checked wrapper in
 ``fastnet.checked``): it is a helper that returns a value, the int64 key that
 ``dropout_forward`` takes. It has a twin in ``fastnet.reference`` too.
+So is ``pack_size(M, K, N)``, the length of the scratch ``pack`` that the
+register-blocked ``blocked_linear_*`` kernels take for a product
+``(M, K) @ (K, N)``: ``pack_size(B, D, H)`` for the forward pass,
+``pack_size(B, H, D)`` for the input gradient, ``pack_size(D, B, H)`` for
+the weight gradient.
 
 float32 and float64 arrays both work; within one call all floating-point
 arrays must share one dtype. Labels may be any integer dtype and must lie in
@@ -45,6 +50,8 @@ from .activation import (
     dropout_key as dropout_key,  # a helper: exported, kept out of __all__ (see above)
 )
 from .batch import gather_batch, standardize_batch
+from .blocked import blocked_linear_backward_input, blocked_linear_backward_params, blocked_linear_forward
+from .blocked import pack_size as pack_size  # a helper: exported, kept out of __all__ (see above)
 from .classifier import classifier_backward, classifier_forward
 from .linear import (
     linear_backward,
@@ -64,6 +71,9 @@ __all__ = [
     "linear_backward_input",
     "sparse_linear_forward",
     "sparse_linear_backward_params",
+    "blocked_linear_forward",
+    "blocked_linear_backward_input",
+    "blocked_linear_backward_params",
     "relu_forward",
     "relu_backward",
     "dropout_forward",

@@ -1,0 +1,279 @@
+"""Register-blocked dense products for the hidden layers, the way BLIS builds a matmul.
+
+Each kernel here is one product ``C (M, N) = init + A (M, K) @ B (K, N)``
+(:func:`_product`), run in three steps:
+
+- **A is packed** once per call into groups of :data:`MR` (4) rows,
+  interleaved by ``k``: the four values one step of the micro-kernel needs
+  lie side by side, whatever the layout of ``A`` (a batch, or a batch read
+  transposed for the weight gradient). Integer inputs are converted (and
+  scaled) here, once.
+- **B is packed** a panel at a time: ``NR`` columns (two 256-bit vectors:
+  16 float32 or 8 float64) by :data:`KC` rows, contiguous, so that the
+  panel (16 KiB) stays in L1 while every row group of ``A`` streams past it.
+- **The micro-kernel** (:func:`_tile_4x16`, :func:`_tile_4x8`) keeps a
+  4 x NR tile of sums in registers for the whole run of ``KC`` terms: per
+  ``k``, two vector loads of ``B`` and four broadcasts of ``A`` feed eight
+  fused multiply-adds, where the plain kernels of :mod:`.linear` load and
+  store ``C`` around every one. Its sums are written to a small buffer,
+  then added to ``C``, so edges (``M % 4``, ``N % NR``) need no code of
+  their own: the packs are padded with zeros.
+
+It is written as scalar code (four rows of named sums); LLVM's SLP
+vectorizer turns each row into two vectors. Numba leaves that pass off by
+default, so fastnet compiles its own functions with it on
+(:func:`fastnet._jit.jit`).
+
+The column panels are cut into ``S`` parts that run in parallel, part
+``s`` packing into its own slice of the scratch. Every element of ``C`` is
+summed by one part, in ``k`` order, one fused multiply-add per term (and
+``KC`` terms at a time into ``C``): the same bits for any thread count and
+any ``S``. Unlike the sparse kernels, a zero input costs as much as any
+other (and a zero times an infinite weight is NaN, as in ``A @ B``): at
+half of the ReLU outputs zero, the dense product still wins by far
+(docs/performance.md).
+
+The scratch ``pack (P,)`` of the parameters' dtype holds the packed ``A``
+and each part's panel and tile; :func:`pack_size` says how long it must be.
+"""
+from numba import prange
+
+from .._jit import jit
+
+#: Rows of ``A`` (and of a micro-kernel's tile) packed together.
+MR = 4
+#: Rows of a ``B`` panel: a run of terms the micro-kernel sums in registers.
+KC = 256
+#: Rows of ``A`` a part takes through all of its panels before the next (``MC x KC`` stays in L2).
+MC = 128
+#: The widest panel (float32's 16 columns); float64's is 8.
+NR_MAX = 16
+#: Parts a product's panels are cut into, run in parallel: each reads rows of ``B`` a quarter as long as ``C``'s.
+PARTS = 4
+
+
+def pack_size(M, K, N):
+    """The length of the ``pack`` scratch for ``C (M, N) = A (M, K) @ B (K, N)``: the
+    packed ``A``, a block of ``KC`` rows of ``B``, and a tile per panel."""
+    groups = (M + MR - 1) // MR
+    return groups * MR * K + (KC + MR) * (N + NR_MAX)
+
+
+@jit(reassoc=False, inline=True)
+def _tile_4x16(c, i0, j0, pa, pb, kc, tile):
+    """Add to ``c[i0:i0 + 4, j0:j0 + 16]`` the product of a row group ``pa`` and a panel
+    ``pb`` (float32: two 256-bit vectors a row), through ``tile`` where the block
+    passes the edge of ``c``. The 64 sums stay in registers for the whole run
+    of ``kc`` terms, one fused multiply-add each, in ``k`` order (see the module docstring)."""
+    # pa (>= kc * 4,), pb (>= kc * 16,), tile (4 * 16,), c (M, N)
+    z = tile.dtype.type(0)
+    s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
+    s08, s09, s0a, s0b, s0c, s0d, s0e, s0f = z, z, z, z, z, z, z, z
+    s10, s11, s12, s13, s14, s15, s16, s17 = z, z, z, z, z, z, z, z
+    s18, s19, s1a, s1b, s1c, s1d, s1e, s1f = z, z, z, z, z, z, z, z
+    s20, s21, s22, s23, s24, s25, s26, s27 = z, z, z, z, z, z, z, z
+    s28, s29, s2a, s2b, s2c, s2d, s2e, s2f = z, z, z, z, z, z, z, z
+    s30, s31, s32, s33, s34, s35, s36, s37 = z, z, z, z, z, z, z, z
+    s38, s39, s3a, s3b, s3c, s3d, s3e, s3f = z, z, z, z, z, z, z, z
+    for k in range(kc):
+        a0, a1, a2, a3 = pa[4 * k], pa[4 * k + 1], pa[4 * k + 2], pa[4 * k + 3]
+        b0, b1, b2, b3 = pb[16 * k + 0], pb[16 * k + 1], pb[16 * k + 2], pb[16 * k + 3]
+        b4, b5, b6, b7 = pb[16 * k + 4], pb[16 * k + 5], pb[16 * k + 6], pb[16 * k + 7]
+        b8, b9, ba, bb = pb[16 * k + 8], pb[16 * k + 9], pb[16 * k + 10], pb[16 * k + 11]
+        bc, bd, be, bf = pb[16 * k + 12], pb[16 * k + 13], pb[16 * k + 14], pb[16 * k + 15]
+        s00, s01, s02, s03 = s00 + a0 * b0, s01 + a0 * b1, s02 + a0 * b2, s03 + a0 * b3
+        s04, s05, s06, s07 = s04 + a0 * b4, s05 + a0 * b5, s06 + a0 * b6, s07 + a0 * b7
+        s08, s09, s0a, s0b = s08 + a0 * b8, s09 + a0 * b9, s0a + a0 * ba, s0b + a0 * bb
+        s0c, s0d, s0e, s0f = s0c + a0 * bc, s0d + a0 * bd, s0e + a0 * be, s0f + a0 * bf
+        s10, s11, s12, s13 = s10 + a1 * b0, s11 + a1 * b1, s12 + a1 * b2, s13 + a1 * b3
+        s14, s15, s16, s17 = s14 + a1 * b4, s15 + a1 * b5, s16 + a1 * b6, s17 + a1 * b7
+        s18, s19, s1a, s1b = s18 + a1 * b8, s19 + a1 * b9, s1a + a1 * ba, s1b + a1 * bb
+        s1c, s1d, s1e, s1f = s1c + a1 * bc, s1d + a1 * bd, s1e + a1 * be, s1f + a1 * bf
+        s20, s21, s22, s23 = s20 + a2 * b0, s21 + a2 * b1, s22 + a2 * b2, s23 + a2 * b3
+        s24, s25, s26, s27 = s24 + a2 * b4, s25 + a2 * b5, s26 + a2 * b6, s27 + a2 * b7
+        s28, s29, s2a, s2b = s28 + a2 * b8, s29 + a2 * b9, s2a + a2 * ba, s2b + a2 * bb
+        s2c, s2d, s2e, s2f = s2c + a2 * bc, s2d + a2 * bd, s2e + a2 * be, s2f + a2 * bf
+        s30, s31, s32, s33 = s30 + a3 * b0, s31 + a3 * b1, s32 + a3 * b2, s33 + a3 * b3
+        s34, s35, s36, s37 = s34 + a3 * b4, s35 + a3 * b5, s36 + a3 * b6, s37 + a3 * b7
+        s38, s39, s3a, s3b = s38 + a3 * b8, s39 + a3 * b9, s3a + a3 * ba, s3b + a3 * bb
+        s3c, s3d, s3e, s3f = s3c + a3 * bc, s3d + a3 * bd, s3e + a3 * be, s3f + a3 * bf
+    if i0 + 4 <= c.shape[0] and j0 + 16 <= c.shape[1]:
+        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3] = c[i0, j0] + s00, c[i0, j0 + 1] + s01, c[i0, j0 + 2] + s02, c[i0, j0 + 3] + s03
+        c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = c[i0, j0 + 4] + s04, c[i0, j0 + 5] + s05, c[i0, j0 + 6] + s06, c[i0, j0 + 7] + s07
+        c[i0, j0 + 8], c[i0, j0 + 9], c[i0, j0 + 10], c[i0, j0 + 11] = c[i0, j0 + 8] + s08, c[i0, j0 + 9] + s09, c[i0, j0 + 10] + s0a, c[i0, j0 + 11] + s0b
+        c[i0, j0 + 12], c[i0, j0 + 13], c[i0, j0 + 14], c[i0, j0 + 15] = c[i0, j0 + 12] + s0c, c[i0, j0 + 13] + s0d, c[i0, j0 + 14] + s0e, c[i0, j0 + 15] + s0f
+        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
+        c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = c[i0 + 1, j0 + 4] + s14, c[i0 + 1, j0 + 5] + s15, c[i0 + 1, j0 + 6] + s16, c[i0 + 1, j0 + 7] + s17
+        c[i0 + 1, j0 + 8], c[i0 + 1, j0 + 9], c[i0 + 1, j0 + 10], c[i0 + 1, j0 + 11] = c[i0 + 1, j0 + 8] + s18, c[i0 + 1, j0 + 9] + s19, c[i0 + 1, j0 + 10] + s1a, c[i0 + 1, j0 + 11] + s1b
+        c[i0 + 1, j0 + 12], c[i0 + 1, j0 + 13], c[i0 + 1, j0 + 14], c[i0 + 1, j0 + 15] = c[i0 + 1, j0 + 12] + s1c, c[i0 + 1, j0 + 13] + s1d, c[i0 + 1, j0 + 14] + s1e, c[i0 + 1, j0 + 15] + s1f
+        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = c[i0 + 2, j0] + s20, c[i0 + 2, j0 + 1] + s21, c[i0 + 2, j0 + 2] + s22, c[i0 + 2, j0 + 3] + s23
+        c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = c[i0 + 2, j0 + 4] + s24, c[i0 + 2, j0 + 5] + s25, c[i0 + 2, j0 + 6] + s26, c[i0 + 2, j0 + 7] + s27
+        c[i0 + 2, j0 + 8], c[i0 + 2, j0 + 9], c[i0 + 2, j0 + 10], c[i0 + 2, j0 + 11] = c[i0 + 2, j0 + 8] + s28, c[i0 + 2, j0 + 9] + s29, c[i0 + 2, j0 + 10] + s2a, c[i0 + 2, j0 + 11] + s2b
+        c[i0 + 2, j0 + 12], c[i0 + 2, j0 + 13], c[i0 + 2, j0 + 14], c[i0 + 2, j0 + 15] = c[i0 + 2, j0 + 12] + s2c, c[i0 + 2, j0 + 13] + s2d, c[i0 + 2, j0 + 14] + s2e, c[i0 + 2, j0 + 15] + s2f
+        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
+        c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = c[i0 + 3, j0 + 4] + s34, c[i0 + 3, j0 + 5] + s35, c[i0 + 3, j0 + 6] + s36, c[i0 + 3, j0 + 7] + s37
+        c[i0 + 3, j0 + 8], c[i0 + 3, j0 + 9], c[i0 + 3, j0 + 10], c[i0 + 3, j0 + 11] = c[i0 + 3, j0 + 8] + s38, c[i0 + 3, j0 + 9] + s39, c[i0 + 3, j0 + 10] + s3a, c[i0 + 3, j0 + 11] + s3b
+        c[i0 + 3, j0 + 12], c[i0 + 3, j0 + 13], c[i0 + 3, j0 + 14], c[i0 + 3, j0 + 15] = c[i0 + 3, j0 + 12] + s3c, c[i0 + 3, j0 + 13] + s3d, c[i0 + 3, j0 + 14] + s3e, c[i0 + 3, j0 + 15] + s3f
+    else:  # a block at the edge: through the buffer, the part inside c
+        tile[0], tile[1], tile[2], tile[3], tile[4], tile[5], tile[6], tile[7] = s00, s01, s02, s03, s04, s05, s06, s07
+        tile[8], tile[9], tile[10], tile[11], tile[12], tile[13], tile[14], tile[15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
+        tile[16], tile[17], tile[18], tile[19], tile[20], tile[21], tile[22], tile[23] = s10, s11, s12, s13, s14, s15, s16, s17
+        tile[24], tile[25], tile[26], tile[27], tile[28], tile[29], tile[30], tile[31] = s18, s19, s1a, s1b, s1c, s1d, s1e, s1f
+        tile[32], tile[33], tile[34], tile[35], tile[36], tile[37], tile[38], tile[39] = s20, s21, s22, s23, s24, s25, s26, s27
+        tile[40], tile[41], tile[42], tile[43], tile[44], tile[45], tile[46], tile[47] = s28, s29, s2a, s2b, s2c, s2d, s2e, s2f
+        tile[48], tile[49], tile[50], tile[51], tile[52], tile[53], tile[54], tile[55] = s30, s31, s32, s33, s34, s35, s36, s37
+        tile[56], tile[57], tile[58], tile[59], tile[60], tile[61], tile[62], tile[63] = s38, s39, s3a, s3b, s3c, s3d, s3e, s3f
+        for r in range(min(4, c.shape[0] - i0)):
+            for j in range(min(16, c.shape[1] - j0)):
+                c[i0 + r, j0 + j] += tile[16 * r + j]
+
+
+@jit(reassoc=False, inline=True)
+def _tile_4x8(c, i0, j0, pa, pb, kc, tile):
+    """Add to ``c[i0:i0 + 4, j0:j0 + 8]`` the product of a row group ``pa`` and a panel
+    ``pb`` (float64: two 256-bit vectors a row), through ``tile`` where the block
+    passes the edge of ``c``. The 32 sums stay in registers for the whole run
+    of ``kc`` terms, one fused multiply-add each, in ``k`` order (see the module docstring)."""
+    # pa (>= kc * 4,), pb (>= kc * 8,), tile (4 * 8,), c (M, N)
+    z = tile.dtype.type(0)
+    s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
+    s10, s11, s12, s13, s14, s15, s16, s17 = z, z, z, z, z, z, z, z
+    s20, s21, s22, s23, s24, s25, s26, s27 = z, z, z, z, z, z, z, z
+    s30, s31, s32, s33, s34, s35, s36, s37 = z, z, z, z, z, z, z, z
+    for k in range(kc):
+        a0, a1, a2, a3 = pa[4 * k], pa[4 * k + 1], pa[4 * k + 2], pa[4 * k + 3]
+        b0, b1, b2, b3 = pb[8 * k + 0], pb[8 * k + 1], pb[8 * k + 2], pb[8 * k + 3]
+        b4, b5, b6, b7 = pb[8 * k + 4], pb[8 * k + 5], pb[8 * k + 6], pb[8 * k + 7]
+        s00, s01, s02, s03 = s00 + a0 * b0, s01 + a0 * b1, s02 + a0 * b2, s03 + a0 * b3
+        s04, s05, s06, s07 = s04 + a0 * b4, s05 + a0 * b5, s06 + a0 * b6, s07 + a0 * b7
+        s10, s11, s12, s13 = s10 + a1 * b0, s11 + a1 * b1, s12 + a1 * b2, s13 + a1 * b3
+        s14, s15, s16, s17 = s14 + a1 * b4, s15 + a1 * b5, s16 + a1 * b6, s17 + a1 * b7
+        s20, s21, s22, s23 = s20 + a2 * b0, s21 + a2 * b1, s22 + a2 * b2, s23 + a2 * b3
+        s24, s25, s26, s27 = s24 + a2 * b4, s25 + a2 * b5, s26 + a2 * b6, s27 + a2 * b7
+        s30, s31, s32, s33 = s30 + a3 * b0, s31 + a3 * b1, s32 + a3 * b2, s33 + a3 * b3
+        s34, s35, s36, s37 = s34 + a3 * b4, s35 + a3 * b5, s36 + a3 * b6, s37 + a3 * b7
+    if i0 + 4 <= c.shape[0] and j0 + 8 <= c.shape[1]:
+        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3] = c[i0, j0] + s00, c[i0, j0 + 1] + s01, c[i0, j0 + 2] + s02, c[i0, j0 + 3] + s03
+        c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = c[i0, j0 + 4] + s04, c[i0, j0 + 5] + s05, c[i0, j0 + 6] + s06, c[i0, j0 + 7] + s07
+        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
+        c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = c[i0 + 1, j0 + 4] + s14, c[i0 + 1, j0 + 5] + s15, c[i0 + 1, j0 + 6] + s16, c[i0 + 1, j0 + 7] + s17
+        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = c[i0 + 2, j0] + s20, c[i0 + 2, j0 + 1] + s21, c[i0 + 2, j0 + 2] + s22, c[i0 + 2, j0 + 3] + s23
+        c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = c[i0 + 2, j0 + 4] + s24, c[i0 + 2, j0 + 5] + s25, c[i0 + 2, j0 + 6] + s26, c[i0 + 2, j0 + 7] + s27
+        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
+        c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = c[i0 + 3, j0 + 4] + s34, c[i0 + 3, j0 + 5] + s35, c[i0 + 3, j0 + 6] + s36, c[i0 + 3, j0 + 7] + s37
+    else:  # a block at the edge: through the buffer, the part inside c
+        tile[0], tile[1], tile[2], tile[3], tile[4], tile[5], tile[6], tile[7] = s00, s01, s02, s03, s04, s05, s06, s07
+        tile[8], tile[9], tile[10], tile[11], tile[12], tile[13], tile[14], tile[15] = s10, s11, s12, s13, s14, s15, s16, s17
+        tile[16], tile[17], tile[18], tile[19], tile[20], tile[21], tile[22], tile[23] = s20, s21, s22, s23, s24, s25, s26, s27
+        tile[24], tile[25], tile[26], tile[27], tile[28], tile[29], tile[30], tile[31] = s30, s31, s32, s33, s34, s35, s36, s37
+        for r in range(min(4, c.shape[0] - i0)):
+            for j in range(min(8, c.shape[1] - j0)):
+                c[i0 + r, j0 + j] += tile[8 * r + j]
+
+
+
+@jit(inline=True)
+def _tile(c, i0, j0, pa, pb, kc, tile):
+    """The micro-kernel for ``c``'s dtype: 4 x 16 for float32, 4 x 8 for float64."""
+    if c.itemsize == 4:
+        _tile_4x16(c, i0, j0, pa, pb, kc, tile)
+    else:
+        _tile_4x8(c, i0, j0, pa, pb, kc, tile)
+
+
+@jit(inline=True)
+def _pack_panels(pbs, b, k0, kc, p0, p1, NR):
+    """Rows ``k0 .. k0 + kc`` of panels ``p0 .. p1`` of ``b``: panel ``p``'s ``kc`` rows of ``NR``
+    columns, contiguous, at ``pbs[p * KC * NR]``, zero past ``b``'s last column; read in
+    ``b``'s memory order."""
+    # b (K, N) any layout, pbs (>= p1 * KC * NR,)
+    t = pbs.dtype.type
+    N = b.shape[1]
+    full = min(p1, N // NR)  # panels p0 .. full lie inside b
+    if b.strides[1] <= b.strides[0]:  # rows of b contiguous: along each row, across the panels
+        for k in range(kc):
+            for p in range(p0, full):
+                at = p * KC * NR + k * NR
+                for j in range(NR):
+                    pbs[at + j] = b[k0 + k, p * NR + j]
+    else:  # a transpose (weight.T): down each column of b, a row in memory
+        for p in range(p0, full):
+            for j in range(NR):
+                for k in range(kc):
+                    pbs[p * KC * NR + k * NR + j] = b[k0 + k, p * NR + j]
+    for p in range(max(p0, full), p1):  # the last panel, past b's last column
+        for k in range(kc):
+            at = p * KC * NR + k * NR
+            for j in range(NR):
+                pbs[at + j] = b[k0 + k, p * NR + j] if p * NR + j < N else t(0)
+
+
+@jit(inline=True)
+def _product(c, init, a, b, pack, scale):
+    """Overwrite ``c (M, N)`` with ``init + scale * a (M, K) @ b (K, N)``, where ``init``
+    is a row ``(N,)`` added to every row of ``c`` (a bias), or empty for zeros.
+    ``a`` and ``b`` may be any 2-D views (a transpose included)."""
+    M, K = a.shape
+    N = b.shape[1]
+    t = c.dtype.type
+    NR = 64 // c.itemsize  # two 256-bit vectors
+    groups = (M + MR - 1) // MR
+    panels = (N + NR - 1) // NR
+    a_size = groups * MR * K
+    s_scale = t(scale)
+    # A, packed once: group g holds rows g*MR.. interleaved by k, zero past row M
+    for g in prange(groups):
+        pa = pack[g * MR * K:(g + 1) * MR * K]
+        for k in range(K):
+            for r in range(MR):
+                i = g * MR + r
+                pa[k * MR + r] = t(a[i, k]) * s_scale if i < M else t(0)
+    pbs = pack[a_size:a_size + panels * KC * NR]
+    tiles = pack[a_size + panels * KC * NR:]
+    S = min(PARTS, panels)
+    for s in prange(S):
+        p0, p1 = s * panels // S, (s + 1) * panels // S
+        for i in range(M):
+            for j in range(p0 * NR, min(N, p1 * NR)):
+                c[i, j] = init[j] if init.shape[0] > 0 else t(0)
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
+            _pack_panels(pbs, b, k0, kc, p0, p1, NR)
+            for g0 in range(0, groups, MC // MR):  # MC rows of A at a time: MC x KC stays in L2
+                for p in range(p0, p1):
+                    pb = pbs[p * KC * NR:]
+                    tile = tiles[p * MR * NR:]
+                    for g in range(g0, min(groups, g0 + MC // MR)):
+                        _tile(c, g * MR, p * NR, pack[g * MR * K + k0 * MR:], pb, kc, tile)
+
+
+@jit(parallel=True, reassoc=False)
+def blocked_linear_forward(out, pack, inp, weight, bias, scale):
+    """Overwrite ``out`` with ``scale * inp @ weight + bias``, register-blocked;
+    ``pack`` is scratch (overwritten, at least ``pack_size(B, D, H)`` long).
+    ``inp`` may hold integers (uint8 pixels with ``scale = 1/255``)."""
+    # inp (B, D), weight (D, H), bias (H,), out (B, H), pack (>= pack_size(B, D, H),)
+    _product(out, bias, inp, weight, pack, scale)
+
+
+@jit(parallel=True, reassoc=False)
+def blocked_linear_backward_input(dinp, pack, dout, weight):
+    """Overwrite ``dinp`` with ``dout @ weight.T``, register-blocked; ``pack`` is
+    scratch (at least ``pack_size(B, H, D)`` long)."""
+    # dout (B, H), weight (D, H), dinp (B, D), pack (>= pack_size(B, H, D),)
+    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0)
+
+
+@jit(parallel=True, reassoc=False)
+def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
+    """Overwrite ``dweight`` with ``scale * inp.T @ dout`` and ``dbias`` with ``dout``
+    summed over the batch, register-blocked; ``pack`` is scratch (at least
+    ``pack_size(D, B, H)`` long). No ``1/B`` factor: the loss gradient carries it."""
+    # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), pack (>= pack_size(D, B, H),)
+    _product(dweight, dbias[:0], inp.T, dout, pack, scale)
+    B, H = dout.shape
+    for h in range(H):
+        dbias[h] = 0
+    for b in range(B):
+        for h in range(H):
+            dbias[h] += dout[b, h]
