@@ -287,6 +287,7 @@ class Trainer:
             raise ValueError("model: its classes or standardization differ from the run's")
         self.model = model
         self.ops = _engine.get(config.engine)
+        self.governor = None  #: set by run() on the default thread count (see fastnet._threads)
         self.acts, self.scratch = _engine.allocate(
             model.sizes, self.batch_size, model.dtype,
             _engine.input_dtype(model.sizes, self.images.dtype, model.dtype, model.standardized))
@@ -385,7 +386,7 @@ class Trainer:
         :class:`TrainingDiverged` when the loss stops being finite.
         """
         c = self.config
-        with thread_limit(c.threads):
+        with thread_limit(c.threads), self._adapting_threads():
             while self.epoch < c.epochs:
                 if self.order is None:
                     full_batch = self.batch_size == self.n_train
@@ -401,6 +402,23 @@ class Trainer:
                     return self._result("early_stopping")
         self._restore_best()
         return self._result("completed")
+
+    @contextmanager
+    def _adapting_threads(self):
+        """On the default thread count, a :class:`~fastnet._threads.ThreadGovernor` for the
+        run (``self.governor``): fewer threads while other processes keep the cores busy.
+        The count the run started with is restored at its end."""
+        if self.config.threads is not None or self.config.engine != "numba":
+            yield
+            return
+        from ._threads import ThreadGovernor
+
+        before = numba.get_num_threads()
+        self.governor = ThreadGovernor(before)
+        try:
+            yield
+        finally:
+            numba.set_num_threads(before)
 
     def _run_epoch(self, on_progress, should_stop):
         total = self.batches_per_epoch
@@ -418,6 +436,8 @@ class Trainer:
             args = self._step_args(self.order, self.batch * self.batch_size, count, n, lr)
             loss_sum, correct, bad = self.ops.train_batches(*args)
             self.running += (loss_sum, correct, time.perf_counter() - t0)
+            if self.governor is not None:
+                self.governor.tick()
             done = count if bad < 0 else bad
             self.step += done
             self.batch += done
