@@ -33,11 +33,13 @@ def epoch_flops(sizes, n):
     return step_flops(sizes, 1) * n
 
 
-def train_config(engine, batch_size):
+def train_config(engine, batch_size, hidden=HIDDEN, dtype="float32", epochs=1, threads=THREADS):
     """One epoch of fastnet's default run (Nesterov momentum, lr, weight decay), no validation.
 
-    ``threads=None``: the Trainer leaves the thread counts the benchmarks' session fixture set."""
-    return TrainConfig(engine=engine, batch_size=batch_size, hidden=HIDDEN, epochs=1, val_split=0, threads=None)
+    ``threads``: :data:`THREADS`, as the session fixture sets them for every engine; ``None``
+    leaves them to the run (which then adapts them to the load: :mod:`fastnet._threads`)."""
+    return TrainConfig(engine=engine, batch_size=batch_size, hidden=hidden, dtype=dtype, epochs=epochs,
+                       val_split=0, threads=threads)
 
 
 class FastnetEpoch:
@@ -70,8 +72,8 @@ class FastnetEpoch:
 class TorchEpoch:
     """The same network, start weights, data, batches and update rule in PyTorch.
 
-    Data stays a uint8 tensor and each batch is gathered and scaled to float32
-    in the timed loop, as fastnet does. Like fastnet, each step also sums the
+    Data stays a uint8 tensor and each batch is gathered and scaled to the
+    run's dtype in the timed loop, as fastnet does. Like fastnet, each step also sums the
     loss and counts correct predictions (one ``.item()`` each)."""
 
     def __init__(self, torch, config, model, images, labels):
@@ -81,9 +83,10 @@ class TorchEpoch:
         self.labels = torch.from_numpy(labels.astype(np.int64))  # cross_entropy wants int64; converted once
         self.batch_size = config.batch_size or len(images)
         nn = torch.nn
+        self.dtype = getattr(torch, config.dtype)
         layers = []
         for w, b in zip(model.weights, model.biases):
-            linear = nn.Linear(*w.shape)
+            linear = nn.Linear(*w.shape, dtype=self.dtype)
             with torch.no_grad():
                 linear.weight.copy_(torch.from_numpy(w.T.copy()))  # fastnet stores (D, H), torch (H, D)
                 linear.bias.copy_(torch.from_numpy(b))
@@ -117,7 +120,7 @@ class TorchEpoch:
         correct = 0
         for start in range(0, n, B):
             rows = order[start:start + B]
-            x = self.images[rows].to(torch.float32).mul_(1 / 255)
+            x = self.images[rows].to(self.dtype).mul_(1 / 255)
             y = self.labels[rows]
             logits = self.net(x)
             loss = loss_fn(logits, y)
