@@ -78,6 +78,11 @@ def gflops(flops, t):
     return f"{flops / t / 1e9:.3g}" if flops and t else "–"
 
 
+def percent(flops, t, peak):
+    """Dense-equivalent GFLOP/s of ``flops`` in ``t`` as a share of the matmul ``peak`` (GFLOP/s): the roofline."""
+    return f"{100 * flops / t / 1e9 / peak:.0f}%" if flops and t and peak else "–"
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -105,7 +110,7 @@ def flops_of(groups, group):
     return next((b["extra_info"].get("flops") for b in groups.get(group, {}).values()), None)
 
 
-def jobs_table(groups):
+def jobs_table(groups, peak):
     rows = []
     for job, targets in TARGETS.items():
         t = {w: median(groups, job, w) for w in ENGINES}
@@ -113,18 +118,71 @@ def jobs_table(groups):
         met = "–" if len(checks) < len(targets) else ("yes" if all(checks) else "no")
         rows.append([job, *(seconds(t[w]) for w in ENGINES), ratio(t["numba"], t["numpy"]),
                      ratio(t["numba"], t["torch"]), gflops(flops_of(groups, job), t["numba"]),
+                     percent(flops_of(groups, job), t["numba"], peak),
                      ", ".join(f"≤ {limit}× {w}" for w, limit in targets.items()), met])
-    header = ["job", *ENGINES, "numba/numpy", "numba/torch", "numba GFLOP/s", "target", "met?"]
+    header = ["job", *ENGINES, "numba/numpy", "numba/torch", "numba GFLOP/s", "% of peak", "target", "met?"]
     return table(header, rows)
 
 
-def kernels_table(groups):
+def kernels_table(groups, peak):
     rows = []
     for group in sorted(g for g in groups if g.startswith("kernel-")):
         tn, tp = median(groups, group, "numba"), median(groups, group, "numpy")
         f = flops_of(groups, group)
-        rows.append([group[len("kernel-"):], seconds(tn), seconds(tp), ratio(tn, tp), gflops(f, tn), gflops(f, tp)])
-    return table(["kernel", "numba", "numpy", "numba/numpy", "numba GFLOP/s", "numpy GFLOP/s"], rows)
+        rows.append([group[len("kernel-"):], seconds(tn), seconds(tp), ratio(tn, tp), gflops(f, tn), gflops(f, tp),
+                     percent(f, tn, peak), percent(f, tp, peak)])
+    return table(["kernel", "numba", "numpy", "numba/numpy", "numba GFLOP/s", "numpy GFLOP/s",
+                  "numba % of peak", "numpy % of peak"], rows)
+
+
+def shape_targets(group):
+    """``{other engine: the largest numba/other time ratio allowed}`` for a ``shape-`` group (issue 18)."""
+    if group.endswith("-f64"):
+        return {"torch": 1.0}
+    targets = {"torch": 0.8}
+    if group == "shape-784-128-10-b128":
+        targets = {"torch": 0.3, "numpy": 0.5}
+    if group.endswith("-b32"):
+        targets["numpy"] = 0.4
+    return targets
+
+
+def shapes_table(groups, peak):
+    rows = []
+    for group in sorted((g for g in groups if g.startswith("shape-")), key=lambda g: (g.endswith("-f64"), g)):
+        t = {w: median(groups, group, w) for w in ENGINES}
+        targets = shape_targets(group)
+        checks = [t["numba"] / t[w] <= limit for w, limit in targets.items() if t["numba"] and t[w]]
+        met = "–" if len(checks) < len(targets) else ("yes" if all(checks) else "no")
+        rows.append([group[len("shape-"):], *(seconds(t[w]) for w in ENGINES), ratio(t["numba"], t["numpy"]),
+                     ratio(t["numba"], t["torch"]), percent(flops_of(groups, group), t["numba"], peak),
+                     ", ".join(f"≤ {limit}× {w}" for w, limit in targets.items()), met])
+    if not rows:
+        return None
+    return table(["network, batch", *ENGINES, "numba/numpy", "numba/torch", "numba % of peak", "target", "met?"],
+                 rows)
+
+
+def contention_table(groups):
+    rows = []
+    for group in sorted(g for g in groups if g.startswith("contention-busy")):
+        busy = int(group[len("contention-busy"):])
+        t = {w: median(groups, group, w) for w in ("default", "threads1", "threads2")}
+        windows = (groups[group].get("default") or {}).get("extra_info", {}).get("thread_windows") or {}
+        if busy:
+            kept = t["threads1"] / t["default"] if t["default"] and t["threads1"] else None
+            shown, target = (f"{kept:.2f}× of --threads 1" if kept else "–"), "≥ 0.9× of --threads 1"
+            met = "–" if kept is None else ("yes" if kept >= 0.9 else "no")
+        else:
+            loss = t["default"] / t["threads2"] - 1 if t["default"] and t["threads2"] else None
+            shown, target = (f"{100 * loss:+.1f}% time vs 2 threads" if loss is not None else "–"), "≤ +5%"
+            met = "–" if loss is None else ("yes" if loss <= 0.05 else "no")
+        counts = ", ".join(f"{n} thread{'s' * (int(n) != 1)}: {w}" for n, w in sorted(windows.items())) or "–"
+        rows.append([busy, *(seconds(t[w]) for w in t), shown, target, met, counts])
+    if not rows:
+        return None
+    return table(["busy processes", "default", "--threads 1", "--threads 2", "default keeps", "target", "met?",
+                  "default's windows (last round)"], rows)
 
 
 def startup_table(groups):
@@ -164,7 +222,7 @@ def startup_table(groups):
 
 
 def other_table(groups):
-    shown = ("kernel-", "peak-", "startup-", "memory-")
+    shown = ("kernel-", "peak-", "startup-", "memory-", "shape-", "contention-")
     rest = sorted(g for g in groups if not g.startswith(shown) and g not in TARGETS)
     if not rest:
         return None
@@ -180,6 +238,7 @@ def report(data):
                      f"({Path(b.get('filepath') or '?').parent.name})" for b in fastnet.get("blas", [])) or "unknown"
     peak_group = next((g for g in groups if g.startswith("peak-matmul")), None)
     peak = gflops(flops_of(groups, peak_group), median(groups, peak_group, "numpy")) if peak_group else "–"
+    peak_value = float(peak) if peak != "–" else None
     commit = data.get("commit_info", {})
     commit = f"{commit.get('id', '?')[:8]}{' (dirty)' if commit.get('dirty') else ''}"
     parts = [
@@ -188,10 +247,17 @@ def report(data):
         f"commit {commit}, {data.get('datetime', '?')[:16]}.",
         f"float32 matmul peak ({peak_group or 'not measured'}, NumPy's BLAS): **{peak} GFLOP/s**. "
         "GFLOP/s are dense-equivalent: zeros the sparse kernels skip still count.",
-        "Epochs of 784-128-10 float32 on MNIST (median of one epoch):\n\n" + jobs_table(groups),
-        "Kernels at batch 128 (median of one call):\n\n" + kernels_table(groups),
+        "Epochs of 784-128-10 float32 on MNIST (median of one epoch):\n\n" + jobs_table(groups, peak_value),
+        ("Kernels (median of one call; % of peak: the roofline):\n\n" + kernels_table(groups, peak_value)),
         startup_table(groups),
     ]
+    shapes = shapes_table(groups, peak_value)
+    if shapes:
+        parts.append("Every shape: one epoch on 20,000 MNIST digits (medians):\n\n" + shapes)
+    contention = contention_table(groups)
+    if contention:
+        parts.append(("A shared machine: 3 epochs of 784-128-10 on 20,000 digits under busy processes "
+                      "(medians):\n\n") + contention)
     other = other_table(groups)
     if other:
         parts.append("Other groups (medians):\n\n" + other)

@@ -30,7 +30,7 @@ from benchmarks._common import FastnetEpoch, train_config
 SAMPLES = 20000
 SMOKE_SAMPLES = 1000
 EPOCHS = 3
-ROUNDS = dict(rounds=3, iterations=1, warmup_rounds=1)
+ROUNDS = {"rounds": 3, "iterations": 1, "warmup_rounds": 1}
 THREADS = {"default": None, "threads1": 1, "threads2": 2}
 
 

@@ -32,7 +32,7 @@ NETWORKS = {
 BATCHES = (32, 128, 512)
 SAMPLES = 20000
 SMOKE_SAMPLES = 512
-ROUNDS = dict(rounds=3, iterations=1, warmup_rounds=1)
+ROUNDS = {"rounds": 3, "iterations": 1, "warmup_rounds": 1}
 
 CASES = [(net, batch, dtype, which)
          for dtype in ("float32", "float64")

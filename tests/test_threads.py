@@ -4,8 +4,8 @@ import numba
 import numpy as np
 import pytest
 
-from fastnet.config import TrainConfig
 from fastnet._threads import WINDOW, ThreadGovernor, read_busy_seconds
+from fastnet.config import TrainConfig
 from fastnet.train import Trainer
 
 
