@@ -15,13 +15,15 @@ Checks, in this order, each naming the argument at fault:
 - every array argument is a NumPy array (``TypeError``);
 - its number of dimensions (``ValueError``);
 - dtypes: the floating-point arrays of a call share one dtype, float32 or
-  float64; labels, ``order`` and scratch ``index`` are integer arrays
-  (``TypeError``);
+  float64 (a blocked kernel's scratch ``pack`` too); labels, ``order`` and
+  scratch ``index`` are integer arrays (``TypeError``);
 - C-contiguity, and that outputs are writeable (``ValueError``);
 - shapes against each other, in the letters of the legend in
   :mod:`fastnet.kernels` (``ValueError``), e.g. ``linear_forward: weight has
   shape (784, 100), expected (D, H) = (784, 128) from inp (B, D) = (32, 784)
-  and out (B, H) = (32, 128)``;
+  and out (B, H) = (32, 128)``; scratch at least as long as its kernel
+  needs (the blocked kernels' ``pack``: ``kernels.pack_size`` of the
+  shapes);
 - values a kernel would use as indices without a bounds check: labels in
   ``0..K-1``, ``order[start:start+B]`` in ``0..N-1`` (``ValueError``);
 - outputs that overlap another argument, except where the kernel allows
@@ -57,9 +59,12 @@ class Array:
 
     A dim is a letter (``"B"``), which must agree across the call's
     arguments; ``">=B"``, at least that letter's size; ``"0|B"``, that size
-    or 0; ``"D+1"``, one more than ``D``; or ``"S>=1"``, a size of the
-    caller's choosing, at least 1. ``role`` is ``"in"``, ``"out"``
-    (overwritten), ``"inout"`` (read and updated) or ``"scratch"``.
+    or 0; ``"D+1"``, one more than ``D``; ``"S>=1"``, a size of the
+    caller's choosing, at least 1; or ``"P>=pack_size(B,D,H)"``, a length of
+    the caller's choosing, at least what a helper of :mod:`fastnet.kernels`
+    (:data:`SIZE_HELPERS`) gives for those letters' sizes. ``role`` is
+    ``"in"``, ``"out"`` (overwritten), ``"inout"`` (read and updated) or
+    ``"scratch"``.
     """
 
     kind: str
@@ -98,6 +103,9 @@ def Scratch(kind, *dims):
 
 REAL = Scalar(float)
 
+#: The helpers a dim may call (``"P>=pack_size(B,D,H)"``): the least length of a scratch buffer.
+SIZE_HELPERS = {"pack_size": kernels.pack_size}
+
 #: Every public kernel's arguments, in its own order; ``alias`` lists the
 #: (output, input) pairs that may be the very same array; ``labels`` maps an
 #: integer argument to the letter its values must stay below.
@@ -118,6 +126,15 @@ SPECS = {
                   weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"), scale=REAL)),
     "sparse_linear_backward_params": dict(
         args=dict(dweight=Out(FLOAT, "D", "H"), dbias=Out(FLOAT, "H"), index=Scratch(INT, "S>=1", ">=B"),
+                  dout=In(FLOAT, "B", "H"), inp=In(NUMBER, "B", "D"), scale=REAL)),
+    "blocked_linear_forward": dict(
+        args=dict(out=Out(FLOAT, "B", "H"), pack=Scratch(FLOAT, "P>=pack_size(B,D,H)"), inp=In(NUMBER, "B", "D"),
+                  weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"), scale=REAL)),
+    "blocked_linear_backward_input": dict(
+        args=dict(dinp=Out(FLOAT, "B", "D"), pack=Scratch(FLOAT, "P>=pack_size(B,H,D)"), dout=In(FLOAT, "B", "H"),
+                  weight=In(FLOAT, "D", "H"))),
+    "blocked_linear_backward_params": dict(
+        args=dict(dweight=Out(FLOAT, "D", "H"), dbias=Out(FLOAT, "H"), pack=Scratch(FLOAT, "P>=pack_size(D,B,H)"),
                   dout=In(FLOAT, "B", "H"), inp=In(NUMBER, "B", "D"), scale=REAL)),
     "relu_forward": dict(
         args=dict(out=Out(FLOAT, "B", "H"), inp=In(FLOAT, "B", "H")),
@@ -165,22 +182,44 @@ SPECS = {
 }
 
 
+def _helper(expr):
+    """``("pack_size", ["B", "D", "H"])`` for ``"pack_size(B,D,H)"``; None for any other expression."""
+    name, paren, rest = expr.partition("(")
+    if not paren or name not in SIZE_HELPERS or not rest.endswith(")"):
+        return None
+    return name, rest[:-1].split(",")
+
+
 def _fmt(shape):
-    """``(784, 128)``, ``(128,)``, ``(B, D)``, ``(H,)``; a dim ``S>=1`` shows as ``S``."""
-    items = [str(s).split(">=")[0] or str(s) for s in shape]
+    """``(784, 128)``, ``(128,)``, ``(B, D)``, ``(H,)``; a dim ``S>=1`` shows as ``S``,
+    ``P>=pack_size(B,D,H)`` as ``>=pack_size(B, D, H)``."""
+    items = []
+    for s in map(str, shape):
+        letter, _, least = s.partition(">=")
+        if letter and not _helper(least):
+            items.append(letter)
+        else:
+            items.append(s[len(letter):].replace(",", ", "))
     return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
 
 
 def _total(expr, sizes):
-    """The size ``expr`` stands for: ``"D+1"`` is one more than ``D``'s size."""
+    """The size ``expr`` stands for: ``"D+1"`` is one more than ``D``'s size,
+    ``"pack_size(B,D,H)"`` what that helper gives for the sizes of B, D and H."""
+    helper = _helper(expr)
+    if helper:
+        name, letters = helper
+        return SIZE_HELPERS[name](*(sizes[t] for t in letters))
     return sum(int(t) if t.isdigit() else sizes[t] for t in expr.split("+"))
 
 
 def _letters(dim):
-    """The letters a dim refers to: ``"B"``, ``">=B"``, ``"0|B"``, ``"D+1"`` give B or D;
-    ``"S>=1"`` none (its S names a size of the caller's choosing)."""
+    """The letters a dim refers to: ``"B"``, ``">=B"``, ``"0|B"``, ``"D+1"`` give B or D,
+    ``"P>=pack_size(B,D,H)"`` B, D and H; ``"S>=1"`` none (its S names a size of the
+    caller's choosing)."""
     expr = dim.split(">=")[1] if ">=" in dim else dim.split("|")[-1]
-    return [t for t in expr.split("+") if t.isalpha()]
+    helper = _helper(expr)
+    return helper[1] if helper else [t for t in expr.split("+") if t.isalpha()]
 
 
 def _join(parts):

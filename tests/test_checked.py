@@ -8,7 +8,7 @@ import pytest
 
 from fastnet import checked as K
 from fastnet import kernels
-from test_embedding import copies, make_args, written
+from test_embedding import SIZES, copies, make_args, written
 
 f32, f64 = np.float32, np.float64
 
@@ -64,10 +64,33 @@ def test_shape_mismatch_names_argument_letters_and_sources():
     (lambda: K.gather_batch(np.zeros((32, 784)), np.zeros(32, int), np.zeros((100, 784), np.uint8),
                             np.zeros(100, np.uint8), np.arange(100), 80, 1.0),
      "gather_batch: order has shape (100,), expected (>=start+B,) = (>=112,) from x (B, D) = (32, 784) and start = 80"),
+    (lambda: K.blocked_linear_forward(np.zeros((32, 100), f32), np.zeros(100, f32), np.zeros((32, 300), np.uint8),
+                                      np.zeros((300, 100), f32), np.zeros(100, f32), 1 / 255),
+     "blocked_linear_forward: pack has shape (100,), expected (>=pack_size(B, D, H),) = (>=39760,) "
+     "from inp (B, D) = (32, 300) and weight (D, H) = (300, 100)"),
+    # pack_size(B, D, H) = 12184 where the weight gradient's product (D, B) @ (B, H) needs 12200.
+    (lambda: K.blocked_linear_backward_params(np.zeros((7, 30)), np.zeros(30), np.zeros(12184), np.zeros((30, 30)),
+                                              np.zeros((30, 7)), 1.0),
+     "blocked_linear_backward_params: pack has shape (12184,), expected (>=pack_size(D, B, H),) = (>=12200,) "
+     "from dout (B, H) = (30, 30) and inp (B, D) = (30, 7)"),
 ])
 def test_shape_errors(call, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("name, letters", [("blocked_linear_forward", "BDH"), ("blocked_linear_backward_input", "BHD"),
+                                           ("blocked_linear_backward_params", "DBH")])
+def test_blocked_pack_holds_at_least_pack_size_of_its_product(rng, name, letters):
+    """A pack of exactly ``pack_size`` of the kernel's product runs; one element less is refused."""
+    args = make_args(name, f32, rng)
+    need = kernels.pack_size(*(SIZES[t] for t in letters))
+    args["pack"] = np.zeros(need, f32)
+    getattr(K, name)(*args.values())
+    args["pack"] = np.zeros(need - 1, f32)
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{name}: pack has shape ({need - 1},), expected (>=pack_size({', '.join(letters)}),) = (>={need},) from ")):
+        getattr(K, name)(*args.values())
 
 
 def test_wrong_number_of_dimensions():
@@ -99,6 +122,17 @@ def test_mixed_float_dtypes_name_the_odd_one_out():
     (lambda: K.sparse_linear_forward(np.zeros((2, 3)), np.zeros((2, 784), np.int8), np.zeros((2, 784)),
                                      np.zeros((784, 3)), np.zeros(3), 1.0),
      "sparse_linear_forward: index has dtype int8, which cannot hold 783; use np.int32"),
+    (lambda: K.blocked_linear_backward_input(np.zeros((2, 5), f32), np.zeros(500), np.zeros((2, 3), f32),
+                                             np.zeros((5, 3), f32)),
+     "blocked_linear_backward_input: pack has dtype float64, expected float32 like dout"),
+    (lambda: K.blocked_linear_forward(np.zeros((2, 3)), np.zeros(500, np.int32), np.zeros((2, 5), np.uint8),
+                                      np.zeros((5, 3)), np.zeros(3), 1 / 255),
+     "blocked_linear_forward: pack has dtype int32, expected float32 or float64 like weight"),
+    (lambda: K.blocked_linear_backward_input(np.zeros((2, 5), f32), np.zeros(500, f32), np.zeros((2, 3), np.uint8),
+                                             np.zeros((5, 3), f32)),
+     "blocked_linear_backward_input: dout has dtype uint8, expected float32 or float64 like weight"),
+    (lambda: K.blocked_linear_forward(np.zeros((2, 3)), [0.0] * 500, np.zeros((2, 5)), np.zeros((5, 3)), np.zeros(3), 1.0),
+     r"blocked_linear_forward: pack is a list, expected a NumPy array \(>=pack_size\(B, D, H\),\)"),
     (lambda: K.linear_forward(np.zeros((2, 3)), [[1.0] * 5] * 2, np.zeros((5, 3)), np.zeros(3)),
      r"linear_forward: inp is a list, expected a NumPy array \(B, D\)"),
     (lambda: K.momentum_update(np.zeros(3), np.zeros(3), np.zeros(3), 0.1, 0.9, 0.0, 1),
@@ -155,6 +189,9 @@ def test_overlap_allowed_only_where_documented():
     p = np.zeros(5)
     with pytest.raises(ValueError, match="^sgd_update: param and grad overlap in memory"):
         K.sgd_update(p, p, 0.1, 0.0)
+    buffer = np.zeros(kernels.pack_size(4, 3, 2) + 8)     # the output cut from the scratch
+    with pytest.raises(ValueError, match="^blocked_linear_forward: out and pack overlap in memory; pass separate"):
+        K.blocked_linear_forward(buffer[:8].reshape(4, 2), buffer, np.zeros((4, 3)), np.zeros((3, 2)), np.zeros(2), 1.0)
 
 
 def test_scalars_are_converted_once():

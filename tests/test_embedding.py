@@ -40,7 +40,8 @@ def tol(dtype):
 
 def make_args(name, dtype, rng):
     """Valid arguments for kernel ``name`` in ``dtype``, from its spec: inputs
-    random (``inp`` ~70% zeros, as MNIST), outputs NaN, scratch zeros."""
+    random (``inp`` ~70% zeros, as MNIST), outputs NaN, integer scratch zeros,
+    float scratch random."""
     args = {}
     for arg, spec in checked.SPECS[name]["args"].items():
         if isinstance(spec, checked.Scalar):
@@ -56,6 +57,8 @@ def make_args(name, dtype, rng):
                 shape.append(SIZES[dim[2:]])
             elif "+" in dim and ">=" not in dim:         # "D+1"
                 shape.append(sum(SIZES[t] if t.isalpha() else int(t) for t in dim.split("+")))
+            elif "(" in dim:                            # "P>=pack_size(B,D,H)": a little more than needed
+                shape.append(checked._total(dim.split(">=")[1], SIZES) + 2)
             else:                                   # ">=B", ">=D", ">=start+B": a little more than needed
                 shape.append(SIZES["N"] if "start" in dim else SIZES[dim[2:]] + 2)
         if spec.kind == checked.NUMBER:
@@ -210,6 +213,27 @@ def user_classifier_in_chunks(probs, losses, dinp, part_dw, part_db, scratch, x,
                                     weight, labels[lo:hi], 1.0)
 
 
+@njit(parallel=True)
+def user_blocked_in_chunks(out, dinp, dweight, dbias, part_dw, part_db, packs, x, dout, weight, bias, scale,
+                           chunks):
+    """The register-blocked kernels on each chunk's rows, each chunk with a ``pack``
+    of its own; the weight gradient summed over the batch through partial
+    buffers, reduced in chunk order."""
+    B = x.shape[0]
+    for c in prange(chunks):
+        lo, hi = c * B // chunks, (c + 1) * B // chunks
+        kernels.blocked_linear_forward(out[lo:hi], packs[c], x[lo:hi], weight, bias, scale)
+        kernels.blocked_linear_backward_input(dinp[lo:hi], packs[c], dout[lo:hi], weight)
+        kernels.blocked_linear_backward_params(part_dw[c], part_db[c], packs[c], dout[lo:hi], x[lo:hi], scale)
+    for c in range(chunks):
+        if c == 0:
+            dweight[:] = part_dw[c]
+            dbias[:] = part_db[c]
+        else:
+            dweight += part_dw[c]
+            dbias += part_db[c]
+
+
 #: The kernels each prange test above calls; every public kernel must be in one.
 PRANGE_COVERED = {
     "linear_forward", "sparse_linear_forward", "relu_forward", "softmax_cross_entropy_forward",
@@ -217,6 +241,7 @@ PRANGE_COVERED = {
     "linear_backward_params", "sparse_linear_backward_params", "linear_backward",
     "sgd_update", "momentum_update", "adam_update", "gather_batch", "classifier_forward", "classifier_backward",
     "dropout_forward", "dropout_backward", "standardize_batch",
+    "blocked_linear_forward", "blocked_linear_backward_input", "blocked_linear_backward_params",
 }
 CHUNKS = [1, 2, 3, 8]   # 8 > the 2 threads here: several chunks per thread
 
@@ -346,6 +371,33 @@ def test_standardize_and_dropout_inside_prange(rng, dtype, chunks):
     np.testing.assert_allclose(x, want_x, **tol(dtype), err_msg="standardize_batch inside prange")
     np.testing.assert_array_equal(act, want_act, err_msg="dropout_forward inside prange")
     np.testing.assert_array_equal(dinp, want_dinp, err_msg="dropout_backward inside prange")
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_kernels_inside_prange(rng, dtype, chunks):
+    # H past two float32 panels and D past a float64 one, B not a multiple of the 4-row groups.
+    B, D, H = 33, 21, 37
+    x = (rng.standard_normal((B, D)) * (rng.random((B, D)) < 0.5)).astype(dtype)   # ReLU outputs, half zero
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    weight, bias = rng.standard_normal((D, H)).astype(dtype), rng.standard_normal(H).astype(dtype)
+    out, dinp = np.full((B, H), np.nan, dtype), np.full((B, D), np.nan, dtype)
+    dweight, dbias = np.full((D, H), np.nan, dtype), np.full(H, np.nan, dtype)
+    part_dw, part_db = np.full((chunks, D, H), np.nan, dtype), np.full((chunks, H), np.nan, dtype)
+    rows = -(-B // chunks)                              # a chunk's most rows
+    P = max(kernels.pack_size(rows, D, H), kernels.pack_size(rows, H, D), kernels.pack_size(D, rows, H))
+    packs = np.full((chunks, P), np.nan, dtype)         # scratch: one per chunk
+    user_blocked_in_chunks(out, dinp, dweight, dbias, part_dw, part_db, packs, x, dout, weight, bias, 1.0, chunks)
+
+    want_out, want_dinp = np.empty((B, H), dtype), np.empty((B, D), dtype)
+    want_dw, want_db = np.empty((D, H), dtype), np.empty(H, dtype)
+    reference.blocked_linear_forward(want_out, None, x, weight, bias, 1.0)
+    reference.blocked_linear_backward_input(want_dinp, None, dout, weight)
+    reference.blocked_linear_backward_params(want_dw, want_db, None, dout, x, 1.0)
+    for name, got, want in [("blocked_linear_forward", out, want_out), ("blocked_linear_backward_input", dinp, want_dinp),
+                            ("blocked_linear_backward_params dweight", dweight, want_dw),
+                            ("blocked_linear_backward_params dbias", dbias, want_db)]:
+        np.testing.assert_allclose(got, want, **tol(dtype), err_msg=f"{name} inside prange, {chunks} chunks")
 
 
 # --- what a nested parallel launch does ------------------------------------------
