@@ -42,6 +42,13 @@ from .config import ENGINES, OPTIMIZERS
 SGD, MOMENTUM, NESTEROV, ADAM = (OPTIMIZERS.index(name) for name in ("sgd", "momentum", "nesterov", "adam"))
 #: How many parts the sparse kernels split their work into (their scratch's rows).
 SCRATCH_PARTS = 16
+#: The first hidden layer takes the sparse kernels on data with at least this share of
+#: zeros, the register-blocked ones below it. Measured at 784x128, batch 128, forward and
+#: weight gradient together (docs/performance.md, "The first layer's kernels"): the blocked
+#: pair's time does not depend on the zeros, the sparse pair's falls with them, and they
+#: cross at about two thirds. MNIST's pixels (81% zeros) go sparse; Fashion-MNIST's (50%)
+#: and standardized features (none) go blocked.
+SPARSE_FIRST_LAYER_ZEROS = 0.67
 
 
 # --- the bundles ----------------------------------------------------------------------
@@ -95,14 +102,16 @@ class Scratch(NamedTuple):
     """The kernels' scratch, shared by the layers (they run one at a time):
     ``inputs (S, max D)`` int32 for :func:`~fastnet.kernels.sparse_linear_forward`,
     ``samples (S, B)`` int32 for :func:`~fastnet.kernels.sparse_linear_backward_params`,
-    ``pack (P,)`` for the register-blocked kernels of the layers past the first
-    (empty without such a layer), ``classifier (S + 1, K, D_last + 1)`` for the
-    output layer's kernels."""
+    ``pack (P,)`` for the register-blocked kernels, ``classifier (S + 1, K,
+    D_last + 1)`` for the output layer's kernels. ``blocked_first`` says which
+    kernels the first hidden layer takes for this data: the register-blocked
+    ones, or the sparse ones (:func:`blocked_first_layer`)."""
 
     inputs: np.ndarray
     samples: np.ndarray
     pack: np.ndarray
     classifier: np.ndarray
+    blocked_first: bool
 
 
 class Data(NamedTuple):
@@ -249,7 +258,10 @@ def forward(params, acts, scratch, n, scale, dropout, seed, step):
         output_on_input_forward(probs, losses, scratch.classifier, x, weight, bias, y, scale)
         return
     pre, act = hidden(acts.pre, sizes, 0, n, B), hidden(acts.act, sizes, 0, n, B)
-    sparse_linear_forward(pre, scratch.inputs, x, weight, bias, scale)
+    if scratch.blocked_first:
+        blocked_linear_forward(pre, scratch.pack, x, weight, bias, scale)
+    else:
+        sparse_linear_forward(pre, scratch.inputs, x, weight, bias, scale)
     relu_forward(act, pre)
     if dropout > 0.0:
         dropout_forward(act, dropout_key(seed, step, 0), dropout)
@@ -290,7 +302,9 @@ def backward(grads, params, acts, scratch, n, scale, dropout):
         else:
             relu_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B))
         dweight, dbias = layer(grads.flat, sizes, i)
-        if i == 0:
+        if i == 0 and scratch.blocked_first:
+            blocked_linear_backward_params(dweight, dbias, scratch.pack, dpre, x, scale)
+        elif i == 0:
             sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre, x, scale)
         else:
             blocked_linear_backward_params(dweight, dbias, scratch.pack, dpre,
@@ -345,10 +359,18 @@ def train_batches(params, grads, moments, acts, scratch, data, settings, start, 
 # --- buffers --------------------------------------------------------------------------------
 
 
-def allocate(sizes, batch_size, dtype, input_dtype):
+def blocked_first_layer(images, rows=4096):
+    """Whether the first hidden layer should take the register-blocked kernels for
+    ``images (N, D)``: their share of zeros (in the first ``rows`` rows) is below
+    :data:`SPARSE_FIRST_LAYER_ZEROS`. Decided once per data set."""
+    head = images[:rows]
+    return bool(head.size) and np.count_nonzero(head) / head.size > 1 - SPARSE_FIRST_LAYER_ZEROS
+
+
+def allocate(sizes, batch_size, dtype, input_dtype, blocked_first=False):
     """The :class:`Activations` and :class:`Scratch` of a network of widths
     ``sizes`` for batches of up to ``batch_size`` samples: allocated once,
-    reused by every batch."""
+    reused by every batch. ``blocked_first``: see :class:`Scratch`."""
     sizes = [int(s) for s in sizes]
     B = int(batch_size)
     widths = sizes[1:-1]
@@ -366,13 +388,14 @@ def allocate(sizes, batch_size, dtype, input_dtype):
     from .kernels.blocked import pack_size
 
     pack = 0
-    for i in range(1, len(sizes) - 2):  # the hidden layers past the first: register-blocked
+    for i in range(1 - bool(blocked_first), len(sizes) - 2):  # the hidden layers that are register-blocked
         D, H = sizes[i], sizes[i + 1]
         pack = max(pack, pack_size(B, D, H), pack_size(B, H, D), pack_size(D, B, H))
     scratch = Scratch(
         inputs=np.zeros((SCRATCH_PARTS, max(sizes[:-1])), np.int32),
         samples=np.zeros((SCRATCH_PARTS, B), np.int32),
         pack=np.zeros(pack, dtype),
+        blocked_first=bool(blocked_first) and len(sizes) > 2,
         classifier=np.zeros((SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1), dtype),
     )
     return acts, scratch
@@ -415,7 +438,8 @@ def predict_proba(model, images, *, batch_size=2048, engine="numba", scale=None)
     out = np.empty((N, model.sizes[-1]), model.dtype)
     B = min(batch_size, max(N, 1))
     acts, scratch = allocate(model.sizes, B, model.dtype,
-                             input_dtype(model.sizes, images.dtype, model.dtype, model.standardized))
+                             input_dtype(model.sizes, images.dtype, model.dtype, model.standardized),
+                             model.standardized or blocked_first_layer(images))
     params = params_of(model)
     gather_scale, scale = (1.0, scale) if acts.x.dtype == images.dtype else (scale, 1.0)
     # gather_batch fills y too; prediction ignores it

@@ -290,7 +290,8 @@ class Trainer:
         self.governor = None  #: set by run() on the default thread count (see fastnet._threads)
         self.acts, self.scratch = _engine.allocate(
             model.sizes, self.batch_size, model.dtype,
-            _engine.input_dtype(model.sizes, self.images.dtype, model.dtype, model.standardized))
+            _engine.input_dtype(model.sizes, self.images.dtype, model.dtype, model.standardized),
+            model.standardized or _engine.blocked_first_layer(self.images))
         self.params = _engine.params_of(model)
         self.grads = _engine.Params(np.zeros(model.n_params, model.dtype), self.params.sizes)
         self.moments = _engine.Moments(np.zeros(model.n_params, model.dtype), np.zeros(model.n_params, model.dtype))
