@@ -859,6 +859,173 @@ def test_sparse_kernels_do_not_depend_on_thread_count(rng):
         assert np.array_equal(a, b)
 
 
+# --- register-blocked dense kernels ---------------------------------------------
+
+# (B, D, H): one of everything; M, N and K (of each kernel's own product) below and
+# past the 4-row groups, the 16 (float32) and 8 (float64) column panels and the
+# 256-term runs; more panels than the 4 parallel parts; B past the 128 rows of A
+# taken at a time (and the weight gradient's runs of 256 samples).
+BLOCKED_SHAPES = [(1, 1, 1), (3, 5, 17), (7, 17, 5), (1, 513, 100), (33, 100, 513), (128, 300, 17),
+                  (7, 513, 300), (128, 100, 1), (300, 17, 33)]
+
+
+def blocked_input(rng, kind, B, D, dtype):
+    """``(inp, scale)``: uint8 pixels with 1/255, or floats with 1 (``zero_rows``: rows 0, 3, 6.. all zero)."""
+    if kind == "uint8":
+        return make_pixels(rng, B, D), 1 / 255
+    return make_input(rng, kind, B, D, dtype), 1.0
+
+
+def blocked_pack(M, K, N, dtype, extra=0):
+    """A ``pack`` for the product ``(M, K) @ (K, N)``, full of NaN: the kernels must not read what they did not write."""
+    return garbage(kernels.pack_size(M, K, N) + extra, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
+@pytest.mark.parametrize("B,D,H", BLOCKED_SHAPES)
+def test_blocked_linear_forward_matches_reference(rng, B, D, H, kind, dtype):
+    inp, scale = blocked_input(rng, kind, B, D, dtype)
+    weight, bias = make_layer(rng, D, H, dtype)
+    saved = inp.copy(), weight.copy(), bias.copy()
+    got, want = garbage((B, H), dtype), garbage((B, H), dtype)
+    kernels.blocked_linear_forward(got, blocked_pack(B, D, H, dtype), inp, weight, bias, scale)
+    reference.blocked_linear_forward(want, None, inp, weight, bias, scale)
+    scaled = inp.astype(np.float64) * scale
+    np.testing.assert_allclose(got, want, **tol(dtype, abs_scale(scaled, weight)),
+                               err_msg=f"blocked_linear_forward {B}x{D}x{H} {kind} {dtype.__name__}")
+    for before, after in zip(saved, (inp, weight, bias)):
+        np.testing.assert_array_equal(after, before, err_msg="blocked_linear_forward changed an input")
+    if kind == "zero_rows":
+        np.testing.assert_array_equal(got[::3], np.broadcast_to(bias, got[::3].shape),
+                                      err_msg="zero input rows must give the bias")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D,H", BLOCKED_SHAPES)
+def test_blocked_linear_backward_input_matches_reference(rng, B, D, H, dtype):
+    weight, _ = make_layer(rng, D, H, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    dout[::3] = 0                                       # rows of ReLU units all off
+    saved = weight.copy(), dout.copy()
+    got, want = garbage((B, D), dtype), garbage((B, D), dtype)
+    kernels.blocked_linear_backward_input(got, blocked_pack(B, H, D, dtype), dout, weight)
+    reference.blocked_linear_backward_input(want, None, dout, weight)
+    np.testing.assert_allclose(got, want, **tol(dtype, abs_scale(dout, weight.T)),
+                               err_msg=f"blocked_linear_backward_input {B}x{D}x{H} {dtype.__name__}")
+    assert not got[::3].any(), "a zero dout row must give a zero dinp row"
+    for before, after in zip(saved, (weight, dout)):
+        np.testing.assert_array_equal(after, before, err_msg="blocked_linear_backward_input changed an input")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", INPUT_KINDS + ["uint8"])
+@pytest.mark.parametrize("B,D,H", BLOCKED_SHAPES)
+def test_blocked_linear_backward_params_matches_reference(rng, B, D, H, kind, dtype):
+    inp, scale = blocked_input(rng, kind, B, D, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    saved = inp.copy(), dout.copy()
+    got = garbage((D, H), dtype), garbage(H, dtype)
+    want = garbage((D, H), dtype), garbage(H, dtype)
+    kernels.blocked_linear_backward_params(*got, blocked_pack(D, B, H, dtype), dout, inp, scale)
+    reference.blocked_linear_backward_params(*want, None, dout, inp, scale)
+    scaled = inp.astype(np.float64) * scale
+    np.testing.assert_allclose(got[0], want[0], **tol(dtype, abs_scale(scaled.T, dout)),
+                               err_msg=f"blocked dweight {B}x{D}x{H} {kind} {dtype.__name__}")
+    np.testing.assert_allclose(got[1], want[1], **tol(dtype, float(np.abs(dout).sum(0).max())),
+                               err_msg=f"blocked dbias {B}x{D}x{H} {kind} {dtype.__name__}")
+    for before, after in zip(saved, (inp, dout)):
+        np.testing.assert_array_equal(after, before, err_msg="blocked_linear_backward_params changed an input")
+    dead = ~inp.any(axis=0)                             # an input zero for the whole batch: a zero row
+    assert not got[0][dead].any()
+
+
+def run_blocked(inp, scale, weight, bias, dout, extra=0, fill=np.nan):
+    """The three blocked kernels on one layer; their outputs (prefilled with NaN), packs filled with ``fill``."""
+    dtype = weight.dtype.type
+    (B, D), H = inp.shape, weight.shape[1]
+    out, dinp = garbage((B, H), dtype), garbage((B, D), dtype)
+    dweight, dbias = garbage((D, H), dtype), garbage(H, dtype)
+    kernels.blocked_linear_forward(out, np.full(kernels.pack_size(B, D, H) + extra, fill, dtype), inp, weight,
+                                   bias, scale)
+    kernels.blocked_linear_backward_input(dinp, np.full(kernels.pack_size(B, H, D) + extra, fill, dtype), dout,
+                                          weight)
+    kernels.blocked_linear_backward_params(dweight, dbias, np.full(kernels.pack_size(D, B, H) + extra, fill, dtype),
+                                           dout, inp, scale)
+    return dict(out=out, dinp=dinp, dweight=dweight, dbias=dbias)
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 threads")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D,H", [(7, 17, 5), (128, 513, 300), (300, 100, 33)])
+def test_blocked_kernels_give_the_same_bits_at_1_and_2_threads(rng, B, D, H, dtype):
+    """Each element of C is summed by one part, in k order: the thread count changes nothing."""
+    weight, bias = make_layer(rng, D, H, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    for inp, scale in [(make_input(rng, "sparse", B, D, dtype), 1.0), (make_pixels(rng, B, D), 1 / 255)]:
+        results = []
+        before = numba.get_num_threads()
+        try:
+            for threads in (1, 2):
+                numba.set_num_threads(threads)
+                results.append(run_blocked(inp, scale, weight, bias, dout))
+        finally:
+            numba.set_num_threads(before)
+        for name in results[0]:
+            assert np.array_equal(results[0][name], results[1][name]), \
+                f"{name} ({inp.dtype} input) differs between 1 and 2 threads"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_kernels_do_not_depend_on_the_packs_contents_or_length(rng, dtype):
+    """A pack is scratch: what it held before, and any length past pack_size, leave the bits alone."""
+    B, D, H = 33, 300, 37
+    inp = make_input(rng, "sparse", B, D, dtype)
+    weight, bias = make_layer(rng, D, H, dtype)
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    first = run_blocked(inp, 1.0, weight, bias, dout, extra=0, fill=np.nan)
+    second = run_blocked(inp, 1.0, weight, bias, dout, extra=1000, fill=7.0)
+    for name in first:
+        assert np.array_equal(first[name], second[name]), name
+
+
+def test_blocked_kernels_on_uint8_match_float_input(rng):
+    """Raw pixels with scale 1/255 give the very bits of the float32 batch gather_batch would make."""
+    B, D, H = 64, 300, 40
+    pixels = make_pixels(rng, B, D)
+    x = np.empty((B, D), np.float32)
+    kernels.gather_batch(x, np.empty(B, np.int32), pixels, np.zeros(B, np.uint8), np.arange(B), 0, 1 / 255)
+    weight, bias = make_layer(rng, D, H, np.float32)
+    dout = rng.standard_normal((B, H)).astype(np.float32)
+    a = run_blocked(pixels, 1 / 255, weight, bias, dout)
+    b = run_blocked(x, 1.0, weight, bias, dout)
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_blocked_kernels_propagate_inf_and_nan_as_a_matmul(rng, dtype):
+    """No zero input is skipped: 0 * inf is NaN, as in ``inp @ weight``; and the zero
+    padding past the edges of M and N leaks no NaN into the result."""
+    B, D, H = 7, 5, 17
+    inp = make_input(rng, "dense", B, D, dtype)
+    inp[:, 1] = 0
+    inp[2, 3] = np.inf
+    weight, bias = make_layer(rng, D, H, dtype)
+    weight[1, 4] = np.inf                               # times the zero column: NaN down output 4
+    weight[0, 9] = np.nan
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    dout[5, 6] = np.inf
+    got = run_blocked(inp, 1.0, weight, bias, dout)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = dict(out=inp @ weight + bias, dinp=dout @ weight.T, dweight=inp.T @ dout, dbias=dout.sum(axis=0))
+    for name in got:
+        np.testing.assert_array_equal(np.isnan(got[name]), np.isnan(want[name]), err_msg=f"{name}: NaN")
+        np.testing.assert_array_equal(np.isposinf(got[name]), np.isposinf(want[name]), err_msg=f"{name}: +inf")
+        np.testing.assert_array_equal(np.isneginf(got[name]), np.isneginf(want[name]), err_msg=f"{name}: -inf")
+    assert np.isnan(got["out"][:, 4]).all() and np.isnan(got["out"][:, 9]).all()
+
+
 # --- the output layer: linear + softmax + cross-entropy -------------------------
 
 # (B, D, K): B=1, odd widths, K=1 and K not a multiple of 4, the default output
