@@ -6,7 +6,10 @@ One group per kernel and shape, ``kernel-<name>-<shape>``, rows by ``which``
 MNIST pixels (81% zeros) as float32, ``128x10`` the hidden layer's ReLU
 outputs for that batch, as do the output layer's fused ``classifier_*``
 kernels. The sparse kernels also run on ``784x128-u8``: the same pixels as
-raw uint8 with a scale of 1/255, which is how the training loop calls them. Update rules
+raw uint8 with a scale of 1/255, which is how the training loop calls them. The
+register-blocked ``blocked_linear_*`` kernels, which the training loop runs on the
+hidden layers past the first, run on both layers and on ``1024x1024``: a wide hidden
+layer fed ReLU outputs (half of them zero), where numpy.matmul is at its best. Update rules
 run on all 101770 parameters, ``gather_batch`` gathers
 128 shuffled samples of the 60000.
 
@@ -33,6 +36,8 @@ LAYERS = ("784x128", "128x10")
 #: the float32 copy, as a caller without that option would).
 PIXELS = "784x128-u8"
 PEAK_N = 2048
+#: A wide hidden layer past the first, the register-blocked kernels' home ground.
+WIDE = "1024x1024"
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +54,7 @@ def data(mnist):
     logits = h @ model.weights[1] + model.biases[1]
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    return dict(
+    data = dict(
         model=model, images=images, labels=mnist.train_labels, order=order, x=x, y=y, z=z, h=h, logits=logits,
         probs=probs.astype(np.float32),
         inp={"784x128": x, "128x10": h, PIXELS: images[order[:B]]},
@@ -57,6 +62,13 @@ def data(mnist):
         dout={s: rng.standard_normal((B, w.shape[1])).astype(np.float32) / B for s, w in zip(LAYERS, model.weights)},
         grad=rng.standard_normal(model.n_params).astype(np.float32) * np.float32(1e-3),
     )
+    # WIDE: a layer as MLP initializes one, fed ReLU outputs (its own generator: the data above stay as they were).
+    wide = np.random.default_rng(1024)
+    data["inp"][WIDE] = np.maximum(wide.standard_normal((B, 1024)), 0).astype(np.float32)
+    data["weight"][WIDE] = (wide.standard_normal((1024, 1024)) * np.sqrt(2 / 1024)).astype(np.float32)
+    data["bias"][WIDE] = np.zeros(1024, np.float32)
+    data["dout"][WIDE] = wide.standard_normal((B, 1024)).astype(np.float32) / B
+    return data
 
 
 def _zeros(*shape, dtype=np.float32):
@@ -106,6 +118,26 @@ def _linear_backward_input(d, s):
     return (_zeros(B, D), dout, w), linear_flops(B, D, H)
 
 
+def _pack(M, K, N):
+    """The register-blocked kernels' scratch for the product ``(M, K) @ (K, N)``."""
+    return _zeros(fastnet.kernels.pack_size(M, K, N))
+
+
+def _blocked_linear_forward(d, s):
+    inp, w, b, _, D, H = _layer(d, s)
+    return (_zeros(B, H), _pack(B, D, H), inp, w, b, 1.0), linear_flops(B, D, H)
+
+
+def _blocked_linear_backward_input(d, s):
+    _, w, _, dout, D, H = _layer(d, s)
+    return (_zeros(B, D), _pack(B, H, D), dout, w), linear_flops(B, D, H)
+
+
+def _blocked_linear_backward_params(d, s):
+    inp, _, _, dout, D, H = _layer(d, s)
+    return (_zeros(D, H), _zeros(H), _pack(D, B, H), dout, inp, 1.0), linear_flops(B, D, H)
+
+
 def _linear_backward(d, s):
     inp, w, _, dout, D, H = _layer(d, s)
     return (_zeros(B, D), _zeros(D, H), _zeros(H), dout, inp, w), 2 * linear_flops(B, D, H)
@@ -134,6 +166,9 @@ KERNELS = {
     "linear_backward_input": (LAYERS, _linear_backward_input),
     "sparse_linear_forward": ((PIXELS, *LAYERS), _sparse_linear_forward),
     "sparse_linear_backward_params": ((PIXELS, *LAYERS), _sparse_linear_backward_params),
+    "blocked_linear_forward": ((*LAYERS, WIDE), _blocked_linear_forward),
+    "blocked_linear_backward_input": ((*LAYERS, WIDE), _blocked_linear_backward_input),
+    "blocked_linear_backward_params": ((*LAYERS, WIDE), _blocked_linear_backward_params),
     "relu_forward": (("b128",), lambda d, s: ((_zeros(B, 128), d["z"]), None)),
     "relu_backward": (("b128",), lambda d, s: ((_zeros(B, 128), d["dout"]["784x128"], d["h"]), None)),
     "softmax_cross_entropy_forward": (("b128",), lambda d, s: ((_zeros(B, 10), _zeros(B), d["logits"], d["y"]), None)),
@@ -159,7 +194,7 @@ CASES = [(name, shape) for name, (shapes, _) in KERNELS.items() for shape in sha
 
 
 def _group(name, shape):
-    return f"kernel-{name}-{shape}-b{B}" if shape in (PIXELS, *LAYERS) else f"kernel-{name}-{shape}"
+    return f"kernel-{name}-{shape}-b{B}" if shape in (PIXELS, *LAYERS, WIDE) else f"kernel-{name}-{shape}"
 
 
 def test_every_kernel_has_a_case():
