@@ -43,12 +43,22 @@ def test_the_engines_share_one_loop_source():
         compiled, python = getattr(numba_ops, fn.__name__), getattr(numpy_ops, fn.__name__)
         assert python.__code__ is compiled.py_func.__code__ is fn.__code__
         # ... the numpy one runs the reference kernels, the numba one the compiled ones.
-        for kernel in ("sparse_linear_forward", "classifier_forward", "classifier_backward", "relu_backward",
-                       "adam_update"):
+        for kernel in ("sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_forward",
+                       "blocked_linear_backward_input", "blocked_linear_backward_params", "classifier_forward",
+                       "classifier_backward", "relu_backward", "adam_update"):
             assert python.__globals__[kernel] is getattr(reference, kernel), kernel
             assert compiled.py_func.__globals__[kernel] is getattr(kernels, kernel), kernel
     assert numpy_ops.gather_batch is reference.gather_batch
     assert numba_ops.gather_batch is kernels.gather_batch
+
+
+def test_the_passes_call_the_sparse_kernels_on_the_first_layer_and_the_blocked_ones_past_it():
+    """The linear kernels the passes name: sparse (zero pixels skipped) for the first layer,
+    register-blocked for the hidden layers past it; none of the plain ones."""
+    called = set(engine.forward.__code__.co_names) | set(engine.backward.__code__.co_names)
+    linear = {name for name in kernels.__all__ if "linear" in name}
+    assert called & linear == {"sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_forward",
+                               "blocked_linear_backward_input", "blocked_linear_backward_params"}
 
 
 # A fresh process (nothing compiled in it yet) trains networks of 1, 3 and 5
@@ -131,6 +141,11 @@ def test_allocate_sizes_every_buffer(sizes):
     assert scratch.inputs.shape == (engine.SCRATCH_PARTS, max(sizes[:-1])) and scratch.inputs.dtype == np.int32
     assert scratch.samples.shape == (engine.SCRATCH_PARTS, B) and scratch.samples.dtype == np.int32
     assert scratch.classifier.shape == (engine.SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1)
+    # The register-blocked kernels' pack: enough for each product of the layers past the first, or empty.
+    need = [kernels.pack_size(*shape) for D, H in zip(sizes[1:-2], sizes[2:-1])
+            for shape in ((B, D, H), (B, H, D), (D, B, H))]
+    assert scratch.pack.ndim == 1 and scratch.pack.dtype == np.float32
+    assert scratch.pack.shape[0] == max(need, default=0), (scratch.pack.shape, need)
 
 
 @pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10)])
