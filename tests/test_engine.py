@@ -52,9 +52,10 @@ def test_the_engines_share_one_loop_source():
     assert numba_ops.gather_batch is kernels.gather_batch
 
 
-def test_the_passes_call_the_sparse_kernels_on_the_first_layer_and_the_blocked_ones_past_it():
-    """The linear kernels the passes name: sparse (zero pixels skipped) for the first layer,
-    register-blocked for the hidden layers past it; none of the plain ones."""
+def test_the_passes_call_the_sparse_and_the_blocked_linear_kernels_only():
+    """The linear kernels the passes name: sparse (zero pixels skipped) or register-blocked
+    for the first layer, as the data decide (``Scratch.blocked_first``), register-blocked
+    for the hidden layers past it; none of the plain ones."""
     called = set(engine.forward.__code__.co_names) | set(engine.backward.__code__.co_names)
     linear = {name for name in kernels.__all__ if "linear" in name}
     assert called & linear == {"sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_forward",
@@ -124,10 +125,12 @@ def test_count_correct_matches_argmax(rng, name, dtype, B):
 # --- the bundles --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("blocked_first", [False, True])
 @pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10)])
-def test_allocate_sizes_every_buffer(sizes):
+def test_allocate_sizes_every_buffer(sizes, blocked_first):
     B = 8
-    acts, scratch = engine.allocate(sizes, B, np.float32, engine.input_dtype(sizes, np.uint8, np.float32))
+    acts, scratch = engine.allocate(sizes, B, np.float32, engine.input_dtype(sizes, np.uint8, np.float32),
+                                    blocked_first)
     widths = sizes[1:-1]
     # The batch as stored (uint8) where a hidden layer reads it, in the params' dtype otherwise.
     assert acts.x.shape == (B, sizes[0])
@@ -141,9 +144,12 @@ def test_allocate_sizes_every_buffer(sizes):
     assert scratch.inputs.shape == (engine.SCRATCH_PARTS, max(sizes[:-1])) and scratch.inputs.dtype == np.int32
     assert scratch.samples.shape == (engine.SCRATCH_PARTS, B) and scratch.samples.dtype == np.int32
     assert scratch.classifier.shape == (engine.SCRATCH_PARTS + 1, sizes[-1], sizes[-2] + 1)
-    # The register-blocked kernels' pack: enough for each product of the layers past the first, or empty.
-    need = [kernels.pack_size(*shape) for D, H in zip(sizes[1:-2], sizes[2:-1])
-            for shape in ((B, D, H), (B, H, D), (D, B, H))]
+    # The register-blocked kernels' pack: enough for each product of the hidden layers past the
+    # first, and of the first one where it takes them (its input needs no gradient, but the
+    # engine sizes the pack alike for every blocked layer); empty without such a layer.
+    assert scratch.blocked_first == (blocked_first and len(sizes) > 2)
+    blocked = list(zip(sizes[:-2], sizes[1:-1]))[0 if scratch.blocked_first else 1:]
+    need = [kernels.pack_size(*shape) for D, H in blocked for shape in ((B, D, H), (B, H, D), (D, B, H))]
     assert scratch.pack.ndim == 1 and scratch.pack.dtype == np.float32
     assert scratch.pack.shape[0] == max(need, default=0), (scratch.pack.shape, need)
 
@@ -168,14 +174,15 @@ def test_params_of_views_the_model_and_layer_cuts_its_layers(sizes):
 class Net:
     """A small network, its bundles and a training set, wired as Trainer wires them."""
 
-    def __init__(self, rng, *, dtype=np.float64, sizes=(784, 12, 10), B=8, N=40):
+    def __init__(self, rng, *, dtype=np.float64, sizes=(784, 12, 10), B=8, N=40, blocked_first=False):
         self.B = B
         self.model = MLP(sizes, dtype=dtype, seed=1)
         self.images = rng.integers(0, 256, (N, sizes[0])).astype(np.uint8)
         self.images[rng.random(self.images.shape) < 0.7] = 0
         self.labels = rng.integers(0, sizes[-1], N).astype(np.int32)  # as Trainer holds them
         self.order = np.arange(N, dtype=np.int64)
-        self.acts, self.scratch = engine.allocate(sizes, B, dtype, engine.input_dtype(sizes, np.uint8, dtype))
+        self.acts, self.scratch = engine.allocate(sizes, B, dtype, engine.input_dtype(sizes, np.uint8, dtype),
+                                                  blocked_first)
         self.params = engine.params_of(self.model)
         P = self.model.n_params
         self.grads = engine.Params(np.zeros(P, dtype), self.params.sizes)
@@ -305,11 +312,12 @@ def numpy_gradients(model, x, labels):
     return grads
 
 
+@pytest.mark.parametrize("first", ["sparse", "blocked"])
 @pytest.mark.parametrize("name", ENGINES)
 @pytest.mark.parametrize("n", [8, 5])
 @pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10), (784, 6, 5, 4, 10)])
-def test_backward_gives_the_gradient_of_every_layer(rng, name, sizes, n):
-    net = Net(rng, sizes=sizes)
+def test_backward_gives_the_gradient_of_every_layer(rng, name, sizes, n, first):
+    net = Net(rng, sizes=sizes, blocked_first=first == "blocked")
     for b in net.model.biases:  # non-zero biases, so a gradient that drops a layer's shows
         b[...] = rng.normal(0, 0.1, b.shape)
     net.grads.flat[:] = np.nan  # backward overwrites every gradient
@@ -350,11 +358,13 @@ def test_update_applies_the_rule_to_every_parameter_and_decays_the_weights_only(
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15, err_msg=what)
 
 
+@pytest.mark.parametrize("first", ["sparse", "blocked"])
 @pytest.mark.parametrize("optimizer", engine.OPTIMIZERS)
 @pytest.mark.parametrize("sizes", [(784, 10), (784, 12, 10), (784, 9, 5, 10), (784, 6, 5, 4, 10)])
-def test_the_engines_take_the_same_steps(sizes, optimizer):
-    """Every depth (no hidden layer, one, several) with every update rule."""
-    nets = {name: Net(np.random.default_rng(5), sizes=sizes) for name in ENGINES}
+def test_the_engines_take_the_same_steps(sizes, optimizer, first):
+    """Every depth (no hidden layer, one, several) with every update rule, the first
+    hidden layer on the sparse kernels or on the register-blocked ones."""
+    nets = {name: Net(np.random.default_rng(5), sizes=sizes, blocked_first=first == "blocked") for name in ENGINES}
     lr = 0.01 if optimizer == "adam" else 0.05
     results = {name: net.steps(name, 0, 5, optimizer=optimizer, lr=lr) for name, net in nets.items()}
     np.testing.assert_allclose(results["numba"][0], results["numpy"][0], rtol=1e-12)
