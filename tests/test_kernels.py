@@ -3,9 +3,10 @@
 Every name in ``fastnet.kernels.__all__`` is compared with the reference
 function of the same name, over shapes that include B=1, odd widths, an
 MNIST-sized layer, inputs with all-zero rows and with ~80% zeros (the
-kernels skip zero inputs), in float32 and float64. Output buffers are
-prefilled with NaN, so an output the kernel forgets to write (or adds to
-instead of overwriting) shows up.
+sparse kernels skip zero inputs), in float32 and float64; for the
+register-blocked kernels, shapes past the edges of their blocks. Output
+buffers (and scratch) are prefilled with NaN, so an output the kernel
+forgets to write (or adds to instead of overwriting) shows up.
 
 Also here: special values (huge and NaN logits), several update steps in a
 row, training on a small separable problem, kernels called from a user's
