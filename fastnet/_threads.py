@@ -27,6 +27,9 @@ import numba
 #: Seconds of wall time between decisions: long enough for /proc/stat's
 #: 10 ms ticks to add up, short enough to follow a job that starts or stops.
 WINDOW = 0.25
+#: The first decision comes sooner: under load, a run's first window on too
+#: many threads is its slowest stretch.
+FIRST_WINDOW = 0.05
 
 
 def _cores():
@@ -58,9 +61,9 @@ def read_busy_seconds(cpus, path="/proc/stat"):
 class ThreadGovernor:
     """Sets Numba's thread count, between 1 and ``most``, to the cores others leave free.
 
-    Call :meth:`tick` between chunks of work; every :data:`WINDOW` seconds it
-    measures the others' load over the window just past and sets the count
-    for the next. ``counts`` records each count used, with the windows it
+    Call :meth:`tick` between chunks of work; every :data:`WINDOW` seconds (the
+    first time after :data:`FIRST_WINDOW`) it measures the others' load over
+    the window just past and sets the count for the next. ``counts`` records each count used, with the windows it
     was used for. ``read_busy`` and ``clock`` may be replaced for tests.
     """
 
@@ -72,6 +75,7 @@ class ThreadGovernor:
         self.counts = {}
         self.enabled = self.read_busy(self.cpus) is not None and self.most > 1
         self._start = self._sample() if self.enabled else None
+        self._window = FIRST_WINDOW
 
     def _sample(self):
         wall, own = self.clock()
@@ -93,9 +97,11 @@ class ThreadGovernor:
         """Between chunks of work: at the end of a window, set the thread count for the next."""
         if not self.enabled:
             return
-        now = self._sample()
-        if now[0] - self._start[0] < WINDOW:
-            return
+        wall, own = self.clock()
+        if wall - self._start[0] < self._window:
+            return  # (/proc/stat is read once a window: reading it takes a while)
+        now = wall, own, self.read_busy(self.cpus)
+        self._window = WINDOW
         threads = self.threads_for(self.others(self._start, now))
         current = numba.get_num_threads()
         self.counts[current] = self.counts.get(current, 0) + 1

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastnet._threads import WINDOW, ThreadGovernor, read_busy_seconds
+from fastnet._threads import FIRST_WINDOW, WINDOW, ThreadGovernor, read_busy_seconds
 from fastnet.config import TrainConfig
 from fastnet.train import Trainer
 
@@ -53,16 +53,30 @@ def test_the_count_follows_the_load_window_by_window(restore_threads):
     numba.set_num_threads(2)
     m = Machine()
     g = governor(m)
-    m.run(WINDOW / 2, others=1.0)
+    m.run(FIRST_WINDOW / 2, others=1.0)
     g.tick()
     assert numba.get_num_threads() == 2, "no decision before a whole window has passed"
-    m.run(WINDOW, others=1.0)
+    m.run(FIRST_WINDOW, others=1.0)
     g.tick()
-    assert numba.get_num_threads() == 1, "a busy core: one thread"
+    assert numba.get_num_threads() == 1, "a busy core: one thread, decided after the first, short window"
+    m.run(WINDOW / 2, others=0.05)
+    g.tick()
+    assert numba.get_num_threads() == 1, "later windows are longer"
     m.run(WINDOW, others=0.05)
     g.tick()
     assert numba.get_num_threads() == 2, "the machine quiet again: both"
     assert g.counts == {2: 1, 1: 1}, "the windows run at each count"
+
+
+def test_proc_stat_is_read_once_a_window(restore_threads):
+    m = Machine()
+    reads = []
+    g = governor(m)
+    g.read_busy = lambda cpus: reads.append(1) or m.busy
+    for _ in range(20):
+        m.run(FIRST_WINDOW / 10, others=0.0)
+        g.tick()
+    assert len(reads) == 1, "ticks between decisions read the clock only"
 
 
 def test_its_own_threads_are_not_counted_as_others(restore_threads):
