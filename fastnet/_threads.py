@@ -58,16 +58,38 @@ def read_busy_seconds(cpus, path="/proc/stat"):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def read_others_running(stat="/proc/stat", tasks="/proc/self/task"):
+    """How many threads of other processes are running or ready to run at this
+    moment: ``procs_running`` in ``/proc/stat``, less this process's own threads
+    in state R. None where these cannot be read."""
+    try:
+        with open(stat) as f:
+            running = next(int(line.split()[1]) for line in f if line.startswith("procs_running"))
+        own = 0
+        for task in os.listdir(tasks):
+            try:
+                with open(os.path.join(tasks, task, "stat")) as f:
+                    own += f.read().rpartition(")")[2].split()[0] == "R"
+            except OSError:
+                pass  # a thread that ended meanwhile
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    return max(0, running - own)
+
+
 class ThreadGovernor:
     """Sets Numba's thread count, between 1 and ``most``, to the cores others leave free.
 
-    Call :meth:`tick` between chunks of work; every :data:`WINDOW` seconds (the
+    It starts on as many threads as other processes' running threads leave
+    cores free at that moment (:func:`read_others_running`). Call :meth:`tick`
+    between chunks of work; every :data:`WINDOW` seconds (the
     first time after :data:`FIRST_WINDOW`) it measures the others' load over
     the window just past and sets the count for the next. ``counts`` records each count used, with the windows it
-    was used for. ``read_busy`` and ``clock`` may be replaced for tests.
+    was used for. ``read_busy``, ``read_running`` and ``clock`` may be
+    replaced for tests.
     """
 
-    def __init__(self, most, *, read_busy=read_busy_seconds, clock=None):
+    def __init__(self, most, *, read_busy=read_busy_seconds, read_running=read_others_running, clock=None):
         self.cpus = _cores()
         self.most = max(1, min(most, len(self.cpus)))
         self.read_busy = read_busy
@@ -76,6 +98,10 @@ class ThreadGovernor:
         self.enabled = self.read_busy(self.cpus) is not None and self.most > 1
         self._start = self._sample() if self.enabled else None
         self._window = FIRST_WINDOW
+        if self.enabled:  # a first count from the threads running right now, before any window
+            running = read_running()
+            if running is not None:
+                numba.set_num_threads(min(numba.get_num_threads(), self.threads_for(running)))
 
     def _sample(self):
         wall, own = self.clock()

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastnet._threads import FIRST_WINDOW, WINDOW, ThreadGovernor, read_busy_seconds
+from fastnet._threads import FIRST_WINDOW, WINDOW, ThreadGovernor, read_busy_seconds, read_others_running
 from fastnet.config import TrainConfig
 from fastnet.train import Trainer
 
@@ -35,8 +35,8 @@ def restore_threads():
     numba.set_num_threads(before)
 
 
-def governor(machine, most=2, cores=2):
-    g = ThreadGovernor(most, read_busy=machine.read_busy, clock=machine.clock)
+def governor(machine, most=2, cores=2, running=0):
+    g = ThreadGovernor(most, read_busy=machine.read_busy, read_running=lambda: running, clock=machine.clock)
     g.cpus = list(range(cores))
     g.most = most
     return g
@@ -93,6 +93,23 @@ def test_without_proc_stat_nothing_changes(restore_threads, tmp_path):
     before = numba.get_num_threads()
     g.tick()
     assert numba.get_num_threads() == before
+
+
+def test_it_starts_on_the_cores_free_at_that_moment(restore_threads):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 Numba threads")
+    numba.set_num_threads(2)
+    governor(Machine(), running=0)
+    assert numba.get_num_threads() == 2
+    governor(Machine(), running=2)
+    assert numba.get_num_threads() == 1, "two others running: one thread from the start"
+
+
+def test_others_running_is_read():
+    running = read_others_running()
+    if running is None:
+        pytest.skip("no /proc here")
+    assert running >= 0
 
 
 def test_proc_stat_is_read():
