@@ -90,3 +90,34 @@ def _running(pid):
     except (PermissionError, OverflowError, ValueError):  # another user's: alive; a pid out of range: dead
         return pid < 2**22
     return True
+
+
+@contextmanager
+def pid_lock(lock, *, cannot_create, busy, remove=True):
+    """Hold an exclusive lock on the file ``lock`` for the block, with this process's
+    pid written in it: a second process is refused, naming the first. The lock goes
+    with the process however it ends; with ``remove`` the file goes too, on the way out.
+    ``cannot_create(exc)`` and ``busy(pid)`` make the exception raised when the file
+    cannot be made, or another process holds it."""
+    import fcntl
+
+    lock = Path(lock)
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise cannot_create(exc) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy(os.pread(fd, 32, 0).decode(errors="replace").strip() or "?") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            if remove:
+                lock.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

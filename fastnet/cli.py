@@ -749,30 +749,15 @@ def _save_lock(save):
     if save is None:
         yield
         return
-    import fcntl
+    from ._files import pid_lock
 
     lock = save.parent / f".{save.name}.lock"
-    try:
-        save.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise CommandError(f"--save {save}: cannot create {lock} ({exc.strerror or exc}); "
-                           "pass a writable path") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise CommandError(f"--save {save}: another fastnet-train (pid {other}) is saving to it; "
-                               "wait for it to end, or pass another --save") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        try:
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
+    with pid_lock(lock,
+                  cannot_create=lambda exc: CommandError(f"--save {save}: cannot create {lock} "
+                                                         f"({exc.strerror or exc}); pass a writable path"),
+                  busy=lambda pid: CommandError(f"--save {save}: another fastnet-train (pid {pid}) is saving "
+                                                "to it; wait for it to end, or pass another --save")):
+        yield
 
 
 def _train_run(parser, args, given, config, out, save):

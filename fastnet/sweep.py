@@ -35,7 +35,6 @@ saved as a fastnet checkpoint that ``fastnet-eval`` reads.
 Dask and Optuna are imported only when a sweep runs, so ``import fastnet`` stays light;
 without them the command says ``pip install "fastnet[sweep]"``.
 """
-import argparse
 import json
 import math
 import os
@@ -732,25 +731,15 @@ class Results:
 
     @contextmanager
     def locked(self):
-        import fcntl
+        from ._files import pid_lock
 
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise CommandError(f"{self.folder}: cannot create the results folder ({exc.strerror or exc}); "
-                               "pass --out a writable folder") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                raise CommandError(f"{self.folder}: another fastnet-sweep (pid {other}) is running in it") from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
+        with pid_lock(self.path(LOCK_FILE), remove=False,
+                      cannot_create=lambda exc: CommandError(
+                          f"{self.folder}: cannot create the results folder ({exc.strerror or exc}); "
+                          "pass --out a writable folder"),
+                      busy=lambda pid: CommandError(
+                          f"{self.folder}: another fastnet-sweep (pid {pid}) is running in it")):
             yield self
-        finally:
-            os.close(fd)
 
     def load(self):
         """Read trials.jsonl (a torn last line, from a driver killed mid-write, is dropped)."""
@@ -783,7 +772,6 @@ class Results:
     def write_table(self, names):
         """trials.csv: a row per trial, its params, status and figures."""
         from ._files import atomic_write
-
         from .cli import _csv_field
 
         head = ["trial", "status", "val_accuracy", *names, "epochs", "seconds", "worker", "attempts", "reason"]
