@@ -44,7 +44,7 @@ SGD, MOMENTUM, NESTEROV, ADAM = (OPTIMIZERS.index(name) for name in ("sgd", "mom
 SCRATCH_PARTS = 16
 #: The first hidden layer takes the sparse kernels on data with at least this share of
 #: zeros, the register-blocked ones below it. Measured at 784x128, batch 128, forward and
-#: weight gradient together (docs/performance.md, "The first layer's kernels"): the blocked
+#: weight gradient together (docs/performance.md, "Which kernels each layer takes"): the blocked
 #: pair's time does not depend on the zeros, the sparse pair's falls with them, and they
 #: cross at about two thirds. MNIST's pixels (81% zeros) go sparse; Fashion-MNIST's (50%)
 #: and standardized features (none) go blocked.

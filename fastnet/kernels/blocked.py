@@ -15,9 +15,9 @@ Each kernel here is one product ``C (M, N) = init + A (M, K) @ B (K, N)``
   4 x NR tile of sums in registers for the whole run of ``KC`` terms: per
   ``k``, two vector loads of ``B`` and four broadcasts of ``A`` feed eight
   fused multiply-adds, where the plain kernels of :mod:`.linear` load and
-  store ``C`` around every one. Its sums are written to a small buffer,
-  then added to ``C``, so edges (``M % 4``, ``N % NR``) need no code of
-  their own: the packs are padded with zeros.
+  store ``C`` around every one. Its sums are added to ``C`` at the end of
+  the run; a tile past an edge of ``C`` (``M % 4``, ``N % NR``) goes through
+  a small buffer instead, and the packs are padded with zeros.
 
 It is written as scalar code (four rows of named sums); LLVM's SLP
 vectorizer turns each row into two vectors. Numba leaves that pass off by
@@ -29,17 +29,19 @@ of the kernels' dozen signatures compiled it again, and the test suite's
 compiles took minutes more; called once per tile instead of once per block,
 it cost 15% of the kernels' speed.
 
-The column panels are cut into ``S`` parts that run in parallel, part
-``s`` packing into its own slice of the scratch. Every element of ``C`` is
-summed by one part, in ``k`` order, one fused multiply-add per term (and
-``KC`` terms at a time into ``C``): the same bits for any thread count and
-any ``S``. Unlike the sparse kernels, a zero input costs as much as any
-other (and a zero times an infinite weight is NaN, as in ``A @ B``): at
-half of the ReLU outputs zero, the dense product still wins by far
-(docs/performance.md).
+The column panels are cut into :data:`PARTS` parts that run in parallel,
+each packing its own panels (a quarter of each row of ``B``: rows read in
+runs, not 16 values at a time). Every element of ``C`` is summed by one
+part, in ``k`` order, one fused multiply-add per term (and ``KC`` terms at
+a time into ``C``): the same bits for any thread count. Unlike the sparse
+kernels, a zero input costs as much as any other (and a zero times an
+infinite weight is NaN, as in ``A @ B``): at half of the inputs zero, the
+dense pair still takes 0.75x the sparse pair's time (docs/performance.md,
+"Which kernels each layer takes").
 
-The scratch ``pack (P,)`` of the parameters' dtype holds the packed ``A``
-and each part's panel and tile; :func:`pack_size` says how long it must be.
+The scratch ``pack (P,)`` of the parameters' dtype holds the packed ``A``,
+a block of ``KC`` rows of every panel of ``B``, and a tile per panel;
+:func:`pack_size` says how long it must be.
 """
 from numba import prange
 
