@@ -1,7 +1,7 @@
 """Register-blocked dense products for the hidden layers, the way BLIS builds a matmul.
 
-Each kernel here is one product ``C (M, N) = init + A (M, K) @ B (K, N)``
-(:func:`_product`), run in three steps:
+Each kernel here is one product ``C (M, N) = A (M, K) @ B (K, N)``
+(:func:`_product`; the forward pass adds its bias after it), run in three steps:
 
 - **A is packed** once per call into groups of :data:`MR` (4) rows,
   interleaved by ``k``: the four values one step of the micro-kernel needs
@@ -9,38 +9,44 @@ Each kernel here is one product ``C (M, N) = init + A (M, K) @ B (K, N)``
   transposed for the weight gradient). Integer inputs are converted (and
   scaled) here, once.
 - **B is packed** a panel at a time: ``NR`` columns (two 256-bit vectors:
-  16 float32 or 8 float64) by :data:`KC` rows, contiguous, so that the
-  panel (16 KiB) stays in L1 while every row group of ``A`` streams past it.
+  16 float32 or 8 float64) by up to :data:`KC` rows, contiguous. ``B``'s
+  rows are copied a panel's width at a time, written out so that each copy
+  is two vector loads and stores; a transposed ``B`` (``weight.T``) is read
+  down its columns, which are rows in memory.
 - **The micro-kernel** (:func:`_tile_4x16`, :func:`_tile_4x8`) keeps a
-  4 x NR tile of sums in registers for the whole run of ``KC`` terms: per
-  ``k``, two vector loads of ``B`` and four broadcasts of ``A`` feed eight
-  fused multiply-adds, where the plain kernels of :mod:`.linear` load and
-  store ``C`` around every one. Its sums are added to ``C`` at the end of
-  the run; a tile past an edge of ``C`` (``M % 4``, ``N % NR``) goes through
-  a small buffer instead, and the packs are padded with zeros.
+  4 x NR tile of sums in registers for a whole run of terms: per ``k``, two
+  vector loads of ``B`` and four broadcasts of ``A`` feed eight fused
+  multiply-adds, where the plain kernels of :mod:`.linear` load and store
+  ``C`` around every one. At the end of the run its sums are added to ``C``,
+  or, on the first run, written to it (so ``C`` is never cleared first: the
+  weight gradient of a small batch is one run, and writing ``C`` once is
+  much of its time). A tile past an edge of ``C`` (``M % 4``, ``N % NR``)
+  goes through a small buffer; the packs are padded with zeros.
+
+``K`` is cut into runs of even length of at most ``KC`` (784 terms: four
+runs of 196, not three of 256 and one of 16).
 
 It is written as scalar code (four rows of named sums); LLVM's SLP
 vectorizer turns each row into two vectors. Numba leaves that pass off by
 default, so fastnet compiles its own functions with it on
-(:func:`fastnet._jit.jit`). The micro-kernel's loop over a block of row
-groups is a function called, not inlined (:func:`_tiles_4x16`): it compiles
-once per dtype and every kernel, layout and caller shares it. Inlined, each
-of the kernels' dozen signatures compiled it again, and the test suite's
-compiles took minutes more; called once per tile instead of once per block,
-it cost 15% of the kernels' speed.
+(:func:`fastnet._jit.jit`). The loop over a part's row groups and panels,
+with the micro-kernel inlined in it, is a function called once per run of
+terms (:func:`_tiles_4x16`): it compiles once per dtype and layout of ``C``,
+shared by every kernel and caller. Inlined into each kernel, each of the
+kernels' dozen signatures compiled it again and the test suite's compiles
+took minutes more; called once per tile, it cost 15% of the speed.
 
 The column panels are cut into :data:`PARTS` parts that run in parallel,
-each packing its own panels (a quarter of each row of ``B``: rows read in
-runs, not 16 values at a time). Every element of ``C`` is summed by one
-part, in ``k`` order, one fused multiply-add per term (and ``KC`` terms at
-a time into ``C``): the same bits for any thread count. Unlike the sparse
+each packing its own panels. Every element of ``C`` is summed by one part,
+in ``k`` order, one fused multiply-add per term (and a run of terms at a
+time into ``C``): the same bits for any thread count. Unlike the sparse
 kernels, a zero input costs as much as any other (and a zero times an
 infinite weight is NaN, as in ``A @ B``): at half of the inputs zero, the
 dense pair still takes 0.75x the sparse pair's time (docs/performance.md,
 "Which kernels each layer takes").
 
 The scratch ``pack (P,)`` of the parameters' dtype holds the packed ``A``,
-a block of ``KC`` rows of every panel of ``B``, and a tile per panel;
+a run of ``KC`` rows of every panel of ``B``, and a tile per panel;
 :func:`pack_size` says how long it must be.
 """
 from numba import prange
@@ -51,8 +57,6 @@ from .._jit import jit
 MR = 4
 #: Rows of a ``B`` panel: a run of terms the micro-kernel sums in registers.
 KC = 256
-#: Rows of ``A`` a part takes through all of its panels before the next (``MC x KC`` stays in L2).
-MC = 128
 #: The widest panel (float32's 16 columns); float64's is 8.
 NR_MAX = 16
 #: Parts a product's panels are cut into, run in parallel: each reads rows of ``B`` a quarter as long as ``C``'s.
@@ -67,11 +71,13 @@ def pack_size(M, K, N):
 
 
 @jit(reassoc=False, inline=True)
-def _tile_4x16(c, i0, j0, pa, pb, kc, tile):
+def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
     """Add to ``c[i0:i0 + 4, j0:j0 + 16]`` the product of a row group ``pa`` and a panel
-    ``pb`` (float32: two 256-bit vectors a row), through ``tile`` where the block
-    passes the edge of ``c``. The 64 sums stay in registers for the whole run
-    of ``kc`` terms, one fused multiply-add each, in ``k`` order (see the module docstring)."""
+    ``pb`` (float32: two 256-bit vectors a row), or with ``first`` overwrite it with
+    that product. The
+    64 sums stay in registers for the whole run of ``kc`` terms, one fused
+    multiply-add each, in ``k`` order; a block past the edge of ``c`` ends in
+    ``tile`` (see the module docstring)."""
     # pa (>= kc * 4,), pb (>= kc * 16,), tile (4 * 16,), c (M, N)
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
@@ -104,7 +110,8 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile):
         s34, s35, s36, s37 = s34 + a3 * b4, s35 + a3 * b5, s36 + a3 * b6, s37 + a3 * b7
         s38, s39, s3a, s3b = s38 + a3 * b8, s39 + a3 * b9, s3a + a3 * ba, s3b + a3 * bb
         s3c, s3d, s3e, s3f = s3c + a3 * bc, s3d + a3 * bd, s3e + a3 * be, s3f + a3 * bf
-    if i0 + 4 <= c.shape[0] and j0 + 16 <= c.shape[1]:
+    M, N = c.shape
+    if i0 + 4 <= M and j0 + 16 <= N and not first:
         c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3] = c[i0, j0] + s00, c[i0, j0 + 1] + s01, c[i0, j0 + 2] + s02, c[i0, j0 + 3] + s03
         c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = c[i0, j0 + 4] + s04, c[i0, j0 + 5] + s05, c[i0, j0 + 6] + s06, c[i0, j0 + 7] + s07
         c[i0, j0 + 8], c[i0, j0 + 9], c[i0, j0 + 10], c[i0, j0 + 11] = c[i0, j0 + 8] + s08, c[i0, j0 + 9] + s09, c[i0, j0 + 10] + s0a, c[i0, j0 + 11] + s0b
@@ -121,6 +128,15 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile):
         c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = c[i0 + 3, j0 + 4] + s34, c[i0 + 3, j0 + 5] + s35, c[i0 + 3, j0 + 6] + s36, c[i0 + 3, j0 + 7] + s37
         c[i0 + 3, j0 + 8], c[i0 + 3, j0 + 9], c[i0 + 3, j0 + 10], c[i0 + 3, j0 + 11] = c[i0 + 3, j0 + 8] + s38, c[i0 + 3, j0 + 9] + s39, c[i0 + 3, j0 + 10] + s3a, c[i0 + 3, j0 + 11] + s3b
         c[i0 + 3, j0 + 12], c[i0 + 3, j0 + 13], c[i0 + 3, j0 + 14], c[i0 + 3, j0 + 15] = c[i0 + 3, j0 + 12] + s3c, c[i0 + 3, j0 + 13] + s3d, c[i0 + 3, j0 + 14] + s3e, c[i0 + 3, j0 + 15] + s3f
+    elif i0 + 4 <= M and j0 + 16 <= N:
+        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3], c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
+        c[i0, j0 + 8], c[i0, j0 + 9], c[i0, j0 + 10], c[i0, j0 + 11], c[i0, j0 + 12], c[i0, j0 + 13], c[i0, j0 + 14], c[i0, j0 + 15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
+        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
+        c[i0 + 1, j0 + 8], c[i0 + 1, j0 + 9], c[i0 + 1, j0 + 10], c[i0 + 1, j0 + 11], c[i0 + 1, j0 + 12], c[i0 + 1, j0 + 13], c[i0 + 1, j0 + 14], c[i0 + 1, j0 + 15] = s18, s19, s1a, s1b, s1c, s1d, s1e, s1f
+        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
+        c[i0 + 2, j0 + 8], c[i0 + 2, j0 + 9], c[i0 + 2, j0 + 10], c[i0 + 2, j0 + 11], c[i0 + 2, j0 + 12], c[i0 + 2, j0 + 13], c[i0 + 2, j0 + 14], c[i0 + 2, j0 + 15] = s28, s29, s2a, s2b, s2c, s2d, s2e, s2f
+        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3], c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = s30, s31, s32, s33, s34, s35, s36, s37
+        c[i0 + 3, j0 + 8], c[i0 + 3, j0 + 9], c[i0 + 3, j0 + 10], c[i0 + 3, j0 + 11], c[i0 + 3, j0 + 12], c[i0 + 3, j0 + 13], c[i0 + 3, j0 + 14], c[i0 + 3, j0 + 15] = s38, s39, s3a, s3b, s3c, s3d, s3e, s3f
     else:  # a block at the edge: through the buffer, the part inside c
         tile[0], tile[1], tile[2], tile[3], tile[4], tile[5], tile[6], tile[7] = s00, s01, s02, s03, s04, s05, s06, s07
         tile[8], tile[9], tile[10], tile[11], tile[12], tile[13], tile[14], tile[15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
@@ -130,17 +146,22 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile):
         tile[40], tile[41], tile[42], tile[43], tile[44], tile[45], tile[46], tile[47] = s28, s29, s2a, s2b, s2c, s2d, s2e, s2f
         tile[48], tile[49], tile[50], tile[51], tile[52], tile[53], tile[54], tile[55] = s30, s31, s32, s33, s34, s35, s36, s37
         tile[56], tile[57], tile[58], tile[59], tile[60], tile[61], tile[62], tile[63] = s38, s39, s3a, s3b, s3c, s3d, s3e, s3f
-        for r in range(min(4, c.shape[0] - i0)):
-            for j in range(min(16, c.shape[1] - j0)):
-                c[i0 + r, j0 + j] += tile[16 * r + j]
+        for r in range(min(4, M - i0)):
+            for j in range(min(16, N - j0)):
+                if first:
+                    c[i0 + r, j0 + j] = tile[16 * r + j]
+                else:
+                    c[i0 + r, j0 + j] += tile[16 * r + j]
 
 
 @jit(reassoc=False, inline=True)
-def _tile_4x8(c, i0, j0, pa, pb, kc, tile):
+def _tile_4x8(c, i0, j0, pa, pb, kc, tile, first):
     """Add to ``c[i0:i0 + 4, j0:j0 + 8]`` the product of a row group ``pa`` and a panel
-    ``pb`` (float64: two 256-bit vectors a row), through ``tile`` where the block
-    passes the edge of ``c``. The 32 sums stay in registers for the whole run
-    of ``kc`` terms, one fused multiply-add each, in ``k`` order (see the module docstring)."""
+    ``pb`` (float64: two 256-bit vectors a row), or with ``first`` overwrite it with
+    that product. The
+    32 sums stay in registers for the whole run of ``kc`` terms, one fused
+    multiply-add each, in ``k`` order; a block past the edge of ``c`` ends in
+    ``tile`` (see the module docstring)."""
     # pa (>= kc * 4,), pb (>= kc * 8,), tile (4 * 8,), c (M, N)
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
@@ -159,7 +180,8 @@ def _tile_4x8(c, i0, j0, pa, pb, kc, tile):
         s24, s25, s26, s27 = s24 + a2 * b4, s25 + a2 * b5, s26 + a2 * b6, s27 + a2 * b7
         s30, s31, s32, s33 = s30 + a3 * b0, s31 + a3 * b1, s32 + a3 * b2, s33 + a3 * b3
         s34, s35, s36, s37 = s34 + a3 * b4, s35 + a3 * b5, s36 + a3 * b6, s37 + a3 * b7
-    if i0 + 4 <= c.shape[0] and j0 + 8 <= c.shape[1]:
+    M, N = c.shape
+    if i0 + 4 <= M and j0 + 8 <= N and not first:
         c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3] = c[i0, j0] + s00, c[i0, j0 + 1] + s01, c[i0, j0 + 2] + s02, c[i0, j0 + 3] + s03
         c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = c[i0, j0 + 4] + s04, c[i0, j0 + 5] + s05, c[i0, j0 + 6] + s06, c[i0, j0 + 7] + s07
         c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
@@ -168,39 +190,55 @@ def _tile_4x8(c, i0, j0, pa, pb, kc, tile):
         c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = c[i0 + 2, j0 + 4] + s24, c[i0 + 2, j0 + 5] + s25, c[i0 + 2, j0 + 6] + s26, c[i0 + 2, j0 + 7] + s27
         c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
         c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = c[i0 + 3, j0 + 4] + s34, c[i0 + 3, j0 + 5] + s35, c[i0 + 3, j0 + 6] + s36, c[i0 + 3, j0 + 7] + s37
+    elif i0 + 4 <= M and j0 + 8 <= N:
+        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3], c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
+        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
+        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
+        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3], c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = s30, s31, s32, s33, s34, s35, s36, s37
     else:  # a block at the edge: through the buffer, the part inside c
         tile[0], tile[1], tile[2], tile[3], tile[4], tile[5], tile[6], tile[7] = s00, s01, s02, s03, s04, s05, s06, s07
         tile[8], tile[9], tile[10], tile[11], tile[12], tile[13], tile[14], tile[15] = s10, s11, s12, s13, s14, s15, s16, s17
         tile[16], tile[17], tile[18], tile[19], tile[20], tile[21], tile[22], tile[23] = s20, s21, s22, s23, s24, s25, s26, s27
         tile[24], tile[25], tile[26], tile[27], tile[28], tile[29], tile[30], tile[31] = s30, s31, s32, s33, s34, s35, s36, s37
-        for r in range(min(4, c.shape[0] - i0)):
-            for j in range(min(8, c.shape[1] - j0)):
-                c[i0 + r, j0 + j] += tile[8 * r + j]
+        for r in range(min(4, M - i0)):
+            for j in range(min(8, N - j0)):
+                if first:
+                    c[i0 + r, j0 + j] = tile[8 * r + j]
+                else:
+                    c[i0 + r, j0 + j] += tile[8 * r + j]
 
 
 
 @jit(reassoc=False)
-def _tiles_4x16(c, j0, pack, K, k0, g0, g1, pb, kc, tile):
-    """:func:`_tile_4x16` for row groups ``g0 .. g1`` of the packed ``A`` in ``pack``."""
+def _tiles_4x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+    """:func:`_tile_4x16` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
+    panels ``p0 .. p1`` in ``pbs``, along each row group: the row group stays in L1
+    while the panels stream from L2, and ``c`` is written a row at a time."""
     for g in range(g0, g1):
-        _tile_4x16(c, g * MR, j0, pack[g * MR * K + k0 * MR:], pb, kc, tile)
+        pa = pack[g * MR * K + k0 * MR:]
+        for p in range(p0, p1):
+            _tile_4x16(c, g * MR, p * 16, pa, pbs[p * KC * 16:], kc, tiles[p * MR * 16:], first)
 
 
 @jit(reassoc=False)
-def _tiles_4x8(c, j0, pack, K, k0, g0, g1, pb, kc, tile):
-    """:func:`_tile_4x8` for row groups ``g0 .. g1`` of the packed ``A`` in ``pack``."""
+def _tiles_4x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+    """:func:`_tile_4x8` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
+    panels ``p0 .. p1`` in ``pbs``, along each row group: the row group stays in L1
+    while the panels stream from L2, and ``c`` is written a row at a time."""
     for g in range(g0, g1):
-        _tile_4x8(c, g * MR, j0, pack[g * MR * K + k0 * MR:], pb, kc, tile)
+        pa = pack[g * MR * K + k0 * MR:]
+        for p in range(p0, p1):
+            _tile_4x8(c, g * MR, p * 8, pa, pbs[p * KC * 8:], kc, tiles[p * MR * 8:], first)
 
 
 @jit(inline=True)
-def _tiles(c, j0, pack, K, k0, g0, g1, pb, kc, tile):
+def _tiles(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
     """The micro-kernel for ``c``'s dtype (4 x 16 for float32, 4 x 8 for float64) over
-    row groups ``g0 .. g1``: one call per panel and block of rows."""
+    row groups ``g0 .. g1`` and panels ``p0 .. p1``."""
     if c.itemsize == 4:
-        _tiles_4x16(c, j0, pack, K, k0, g0, g1, pb, kc, tile)
+        _tiles_4x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
     else:
-        _tiles_4x8(c, j0, pack, K, k0, g0, g1, pb, kc, tile)
+        _tiles_4x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
 
 
 @jit(inline=True)
@@ -213,16 +251,18 @@ def _pack_panels(pbs, b, k0, kc, p0, p1, NR):
     N = b.shape[1]
     full = min(p1, N // NR)  # panels p0 .. full lie inside b
     if b.strides[1] <= b.strides[0]:  # rows of b contiguous: along each row, across the panels
-        for k in range(kc):
-            for p in range(p0, full):
+        for p in range(p0, full):
+            for k in range(kc):
+                row = b[k0 + k]
                 at = p * KC * NR + k * NR
-                for j in range(NR):
-                    pbs[at + j] = b[k0 + k, p * NR + j]
+                _copy_run(pbs[at:at + NR], row[p * NR:(p + 1) * NR], NR)
     else:  # a transpose (weight.T): down each column of b, a row in memory
         for p in range(p0, full):
             for j in range(NR):
+                column = b[k0:k0 + kc, p * NR + j]
+                to = pbs[p * KC * NR + j:]
                 for k in range(kc):
-                    pbs[p * KC * NR + k * NR + j] = b[k0 + k, p * NR + j]
+                    to[k * NR] = column[k]
     for p in range(max(p0, full), p1):  # the last panel, past b's last column
         for k in range(kc):
             at = p * KC * NR + k * NR
@@ -231,10 +271,20 @@ def _pack_panels(pbs, b, k0, kc, p0, p1, NR):
 
 
 @jit(inline=True)
-def _product(c, init, a, b, pack, scale):
-    """Overwrite ``c (M, N)`` with ``init + scale * a (M, K) @ b (K, N)``, where ``init``
-    is a row ``(N,)`` added to every row of ``c`` (a bias), or empty for zeros.
-    ``a`` and ``b`` may be any 2-D views (a transpose included)."""
+def _copy_run(to, src, NR):
+    """``to[:NR] = src[:NR]`` for a panel's width, written out so that it compiles to
+    two vector loads and stores (a loop over ``NR`` copied one value at a time)."""
+    if NR == 16:
+        to[0], to[1], to[2], to[3], to[4], to[5], to[6], to[7] = src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]
+        to[8], to[9], to[10], to[11], to[12], to[13], to[14], to[15] = src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15]
+    else:
+        to[0], to[1], to[2], to[3], to[4], to[5], to[6], to[7] = src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]
+
+
+@jit(inline=True)
+def _product(c, a, b, pack, scale):
+    """Overwrite ``c (M, N)`` with ``scale * a (M, K) @ b (K, N)``. ``a`` and ``b`` may
+    be any 2-D views (a transpose included)."""
     M, K = a.shape
     N = b.shape[1]
     t = c.dtype.type
@@ -253,19 +303,13 @@ def _product(c, init, a, b, pack, scale):
     pbs = pack[a_size:a_size + panels * KC * NR]
     tiles = pack[a_size + panels * KC * NR:]
     S = min(PARTS, panels)
+    blocks = max(1, (K + KC - 1) // KC)  # runs of terms of even length (784: 4 x 196, not 3 x 256 + 16)
     for s in prange(S):
         p0, p1 = s * panels // S, (s + 1) * panels // S
-        for i in range(M):
-            for j in range(p0 * NR, min(N, p1 * NR)):
-                c[i, j] = init[j] if init.shape[0] > 0 else t(0)
-        for k0 in range(0, K, KC):
-            kc = min(KC, K - k0)
-            _pack_panels(pbs, b, k0, kc, p0, p1, NR)
-            for g0 in range(0, groups, MC // MR):  # MC rows of A at a time: MC x KC stays in L2
-                for p in range(p0, p1):
-                    pb = pbs[p * KC * NR:]
-                    tile = tiles[p * MR * NR:]
-                    _tiles(c, p * NR, pack, K, k0, g0, min(groups, g0 + MC // MR), pb, kc, tile)
+        for kb in range(blocks):
+            k0, k1 = kb * K // blocks, (kb + 1) * K // blocks
+            _pack_panels(pbs, b, k0, k1 - k0, p0, p1, NR)
+            _tiles(c, pack, K, k0, 0, groups, pbs, p0, p1, k1 - k0, tiles, kb == 0)
 
 
 @jit(parallel=True, reassoc=False)
@@ -274,7 +318,11 @@ def blocked_linear_forward(out, pack, inp, weight, bias, scale):
     ``pack`` is scratch (overwritten, at least ``pack_size(B, D, H)`` long).
     ``inp`` may hold integers (uint8 pixels with ``scale = 1/255``)."""
     # inp (B, D), weight (D, H), bias (H,), out (B, H), pack (>= pack_size(B, D, H),)
-    _product(out, bias, inp, weight, pack, scale)
+    _product(out, inp, weight, pack, scale)
+    B, H = out.shape
+    for b in prange(B):
+        for h in range(H):
+            out[b, h] += bias[h]
 
 
 @jit(parallel=True, reassoc=False)
@@ -282,7 +330,7 @@ def blocked_linear_backward_input(dinp, pack, dout, weight):
     """Overwrite ``dinp`` with ``dout @ weight.T``, register-blocked; ``pack`` is
     scratch (at least ``pack_size(B, H, D)`` long)."""
     # dout (B, H), weight (D, H), dinp (B, D), pack (>= pack_size(B, H, D),)
-    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0)
+    _product(dinp, dout, weight.T, pack, 1.0)
 
 
 @jit(parallel=True, reassoc=False)
@@ -291,7 +339,7 @@ def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
     summed over the batch, register-blocked; ``pack`` is scratch (at least
     ``pack_size(D, B, H)`` long). No ``1/B`` factor: the loss gradient carries it."""
     # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), pack (>= pack_size(D, B, H),)
-    _product(dweight, dbias[:0], inp.T, dout, pack, scale)
+    _product(dweight, inp.T, dout, pack, scale)
     B, H = dout.shape
     for h in range(H):
         dbias[h] = 0
