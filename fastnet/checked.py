@@ -25,7 +25,8 @@ Checks, in this order, each naming the argument at fault:
   needs (the blocked kernels' ``pack``: ``kernels.pack_size`` of the
   shapes);
 - values a kernel would use as indices without a bounds check: labels in
-  ``0..K-1``, ``order[start:start+B]`` in ``0..N-1`` (``ValueError``);
+  ``0..K-1``, ``order[start:start+B]`` in ``0..N-1``, an image ``width``
+  that divides ``D`` (``ValueError``);
 - outputs that overlap another argument, except where the kernel allows
   the very same array (``relu_forward(a, a)``) (``ValueError``).
 
@@ -49,7 +50,7 @@ from . import kernels
 
 FLOAT = "float"      # float32 or float64, one dtype for all of a call's float arrays
 INT = "int"          # any integer dtype
-NUMBER = "number"    # any integer or float dtype (gather_batch's images)
+NUMBER = "number"    # any integer or float dtype (gather_batch's and augment_batch's images)
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -108,7 +109,8 @@ SIZE_HELPERS = {"pack_size": kernels.pack_size}
 
 #: Every public kernel's arguments, in its own order; ``alias`` lists the
 #: (output, input) pairs that may be the very same array; ``labels`` maps an
-#: integer argument to the letter its values must stay below.
+#: integer argument to the letter its values must stay below; ``divides`` an
+#: integer scalar to the letter whose size it must divide.
 SPECS = {
     "linear_forward": dict(
         args=dict(out=Out(FLOAT, "B", "H"), inp=In(FLOAT, "B", "D"), weight=In(FLOAT, "D", "H"),
@@ -179,6 +181,11 @@ SPECS = {
                   order=In(INT, ">=start+B"), start=Scalar(int, 0), scale=REAL)),
     "standardize_batch": dict(
         args=dict(x=InOut(FLOAT, "B", "D"), mean=In(FLOAT, "D"), inv_std=In(FLOAT, "D"))),
+    "augment_batch": dict(
+        args=dict(x=Out(NUMBER, "B", "D"), y=Out(INT, "B"), images=In(NUMBER, "N", "D"), labels=In(INT, "N"),
+                  order=In(INT, ">=start+B"), start=Scalar(int, 0), width=Scalar(int, 1), shift=Scalar(int, 0),
+                  flip=Scalar(bool), key=Scalar(int)),
+        divides={"width": "D"}),
 }
 
 
@@ -372,6 +379,10 @@ class _Call:
             if bad.size:
                 i = bad[0]
                 self.fail(ValueError, f"{arg}[{i}] is {labels[i]}, expected 0..{letter}-1 = 0..{sizes[letter] - 1}")
+        for arg, letter in self.spec.get("divides", {}).items():
+            if sizes[letter] % scalars[arg]:
+                self.fail(ValueError, f"{arg} is {scalars[arg]}, expected a divisor of {letter} = {sizes[letter]} "
+                                      f"(the rows of an image of {letter} values)")
         if "order" in self.values:
             start, B, N = scalars["start"], sizes["B"], sizes["N"]
             rows = self.values["order"][start:start + B]

@@ -97,6 +97,16 @@ def _positive_int(text):
     return value
 
 
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Appends "(default: ...)" to each option's help, unless the help already says
     its default or the option is a plain flag."""
@@ -183,6 +193,13 @@ def build_parser():
     train.add_argument("--patience", metavar="N", type=_positive_int, default=d.patience,
                        help="with --val-split: stop after N epochs without a better validation "
                             "accuracy and keep the best epoch's weights; default: never stop early")
+    train.add_argument("--shift", metavar="N", type=_non_negative_int, default=d.shift,
+                       help="augment image data: move each training image by a random whole-pixel offset "
+                            "in -N..N rows and columns, drawn anew every epoch (pixels moved in are 0; "
+                            "training only; 0: off)")
+    train.add_argument("--flip", action="store_true", default=d.flip,
+                       help="augment image data: mirror each training image left to right half of the time, "
+                            "drawn anew every epoch (for pictures of things, not for digits or letters)")
     train.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights, shuffling and split")
     train.add_argument("--threads", metavar="N", type=_positive_int, default=d.threads,
                        help="Numba threads (and BLAS threads for --engine numpy); default: all cores")
@@ -865,7 +882,9 @@ def _describe(trainer, args, data):
     n_val = 0 if trainer.val_images is None else trainer.val_images.shape[0]
     batch = "full batch" if trainer.batch_size == trainer.n_train else f"batches of {trainer.batch_size}"
     extras = [name for name, on in (("standardized", trainer.model.standardized),
-                                     (f"dropout {config.dropout:g}", config.dropout > 0)) if on]
+                                     (f"dropout {config.dropout:g}", config.dropout > 0),
+                                     (f"shifts of up to {config.shift} pixels", config.shift > 0),
+                                     ("mirrored images", config.flip)) if on]
     text = (f"fastnet {__version__}: {data.name}, {trainer.n_train} training"
             f"{f' + {n_val} validation' if n_val else ''} samples, {sizes} {config.dtype}, {batch}, "
             f"{config.optimizer}{''.join(', ' + e for e in extras)}, {config.engine} engine, "

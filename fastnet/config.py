@@ -40,6 +40,10 @@ class TrainConfig:
     beta2: float = 0.999
     eps: float = 1e-8
     dropout: float = 0.0  #: the probability of dropping each hidden unit in training (inverted dropout)
+    #: augmentation, in training only, of images (N, rows, width): each sample moved by a random
+    #: whole-pixel offset in -shift..shift along each axis every epoch, zero-filled (0: off)
+    shift: int = 0
+    flip: bool = False  #: augmentation: mirror each training image left to right half of the time
     #: scale each feature to mean 0, std 1 on the training set (kept in the model);
     #: None: for float features, unless all lie in [-1, 1] already (uint8 pixels are scaled by 1/255)
     standardize: bool | None = None
@@ -62,6 +66,9 @@ class TrainConfig:
         if self.batch_size is not None:
             _whole("batch_size", self.batch_size, 1)
         _whole("step_epochs", self.step_epochs, 1)
+        _whole("shift", self.shift, 0)
+        if not isinstance(self.flip, bool):
+            raise ConfigError(f"flip: expected true or false, got {self.flip!r}")
         _whole("seed", self.seed, 0)
         if self.seed >= 2**63:
             raise ConfigError(f"seed: expected a whole number below 2**63, got {self.seed!r}")

@@ -258,6 +258,34 @@ def standardize_batch(x, mean, inv_std):
     np.multiply(x, inv_std, out=x)
 
 
+def augment_batch(x, y, images, labels, order, start, width, shift, flip, key):
+    """Copy samples ``order[start:start+B]`` into ``x`` (as stored) and ``y``, each image
+    moved ``dy`` rows down and ``dx`` columns right, pixels from outside it 0, and
+    with ``flip`` mirrored left to right when a coin says so.
+
+    The sample at position ``p`` of the epoch draws ``z = mix(key + (p + 1) * G)``;
+    ``dx`` and ``dy`` are its low and high 32 bits scaled to ``-shift..shift``, and
+    the coin is the lowest bit of ``mix(z)``."""
+    # images (N, D), labels (N,), order (N,), x (B, D), y (B,); D = rows * width
+    B, D = x.shape
+    R, W = D // width, width
+    samples = order[start:start + B]
+    y[:] = labels[samples]
+    position = np.arange(start + 1, start + B + 1, dtype=np.uint64)
+    z = _mix64(_uint64(key) + position * _GOLDEN)
+    n = np.uint64(2 * shift + 1)
+    dx = ((z & np.uint64(0xFFFFFFFF)) * n >> np.uint64(32)).astype(np.int64) - shift
+    dy = ((z >> np.uint64(32)) * n >> np.uint64(32)).astype(np.int64) - shift
+    mirrored = flip & ((_mix64(z) & np.uint64(1)) == 1)
+    for b, j in enumerate(samples):
+        image = images[j].reshape(R, W)
+        rows = np.arange(R) - dy[b]                                      # the source row of each row
+        cols = (np.arange(W)[::-1] if mirrored[b] else np.arange(W)) - dx[b]
+        inside = ((rows >= 0) & (rows < R))[:, None] & ((cols >= 0) & (cols < W))[None, :]
+        moved = image[np.clip(rows, 0, R - 1)][:, np.clip(cols, 0, W - 1)]
+        x[b] = np.where(inside, moved, 0).reshape(D)
+
+
 # --- the classic full-batch algorithm -------------------------------------------
 
 

@@ -88,9 +88,9 @@ STUDY_NAME = "fastnet-sweep"
 NOT_SEARCHED = {"dataset": "--dataset", "limit": "--limit", "val_split": "--val-split", "seed": "--seed",
                 "threads": "--threads", "engine": None}
 #: Whole-number settings (their ranges are searched over integers).
-INTS = ("epochs", "batch_size", "step_epochs", "patience")
+INTS = ("epochs", "batch_size", "step_epochs", "patience", "shift")
 #: Settings that take choices only, never a range.
-CHOICES_ONLY = ("hidden", "dtype", "optimizer", "schedule", "standardize")
+CHOICES_ONLY = ("hidden", "dtype", "optimizer", "schedule", "standardize", "flip")
 SEARCHABLE = tuple(f.name for f in fields(TrainConfig) if f.name not in NOT_SEARCHED)
 
 
@@ -172,6 +172,8 @@ def _shown(name, value):
         return "full"
     if name == "standardize":
         return "auto" if value is None else str(value).lower()
+    if name == "flip":
+        return str(value).lower()
     return repr(value) if isinstance(value, float) else str(value)
 
 
@@ -228,6 +230,11 @@ def _choice(name, text):
         value = {"true": True, "false": False, "auto": None}.get(text.lower(), text)
         if isinstance(value, str):
             raise SpecError(f"expected true, false or auto, got {text!r}")
+        return value
+    if name == "flip":
+        value = {"true": True, "false": False}.get(text.lower())
+        if value is None:
+            raise SpecError(f"expected true or false, got {text!r}")
         return value
     if name in ("dtype", "optimizer", "schedule"):
         return text

@@ -42,6 +42,9 @@ PROGRESS_STEPS = 50
 DIVERGED = 100
 #: uint8 pixels are trained on as pixel / 255.
 PIXEL_SCALE = 1 / 255
+#: The "layer" of augmentation's key, ``dropout_key(seed, epoch, AUGMENT_STREAM)``: a number
+#: no network's layer reaches, so that its stream is never a dropout mask's.
+AUGMENT_STREAM = 2**62
 
 
 class TrainingDiverged(FloatingPointError):
@@ -226,6 +229,25 @@ def run_bytes(sizes, batch_size, dtype):
     return (5 * n_params + batch_size * per_sample + 17 * sizes[-1] * (sizes[-2] + 1)) * np.dtype(dtype).itemsize
 
 
+def augmentation_width(config, shape):
+    """The width of the images that ``config``'s augmentation (``shift``, ``flip``) moves,
+    from the training images' ``shape`` (N, rows, width); None when augmentation is off.
+    :class:`~fastnet.config.ConfigError` naming the setting when the samples are not
+    images, or too small for the shift."""
+    if not (config.shift or config.flip):
+        return None
+    what = "shift" if config.shift else "flip"
+    if len(shape) != 3:
+        kind = "features" if len(shape) == 2 else "samples"
+        raise ConfigError(f"{what}: moves images, so needs training images of shape (N, rows, width); "
+                          f"got {kind} of shape {tuple(shape)}")
+    rows, width = shape[1:]
+    if config.shift >= min(rows, width):
+        raise ConfigError(f"shift: expected less than the images' {rows}x{width} pixels along either axis, "
+                          f"got {config.shift}")
+    return int(width)
+
+
 def split_validation(images, labels, val_split, seed):
     """Hold out ``val_split`` (a fraction < 1, or a count) of the samples, chosen at random
     with ``seed``. Returns ``(train_images, train_labels, val_images, val_labels)``."""
@@ -255,6 +277,7 @@ class Trainer:
         if not isinstance(config, TrainConfig):
             raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
         self.config = config
+        width = augmentation_width(config, np.shape(images))
         images = _as_rows(images, config.dtype, "training")
         if model is not None and classes is None:
             classes = model.classes
@@ -296,6 +319,13 @@ class Trainer:
         self.grads = _engine.Params(np.zeros(model.n_params, model.dtype), self.params.sizes)
         self.moments = _engine.Moments(np.zeros(model.n_params, model.dtype), np.zeros(model.n_params, model.dtype))
         self.preprocess = _engine.preprocess_of(model)
+        #: with augmentation: the images' width, and the buffers a chunk of moved samples is
+        #: written to, ``(x, y, positions)`` (see :meth:`_augmented`); None without it
+        self.augment_width, self.augmented = width, None
+        if width is not None:
+            rows = self.batch_size * max(1, self.batches_per_epoch // PROGRESS_STEPS)  # one chunk's batches
+            self.augmented = (np.zeros((rows, self.images.shape[1]), self.images.dtype),
+                              np.zeros(rows, self.labels.dtype), np.arange(rows, dtype=np.int64))
         # Run state: everything a checkpoint must hold to resume bit for bit.
         self.rng = np.random.default_rng([config.seed, 1])
         self.epoch = 0  # epochs completed
@@ -353,11 +383,15 @@ class Trainer:
         order = np.arange(self.n_train, dtype=np.int64)
         ops = self.ops
         data = self._data(order)
-        return [
+        calls = [
             (ops.train_batches, self._step_args(order, 0, 0, 1, self.config.lr)),
             (ops.load_batch, (self.acts, data, 0, 1)),
             (ops.forward, (self.params, self.acts, self.scratch, 1, data.scale, 0.0, 0, 0)),
         ]
+        if self.augmented is not None:  # moving no sample
+            x, y, _ = self.augmented
+            calls.append((self._augment_kernel(), self._augment_args(x[:0], y[:0], order, 0, 0)))
+        return calls
 
     @property
     def _scales(self):
@@ -366,15 +400,52 @@ class Trainer:
         scale = PIXEL_SCALE if self.images.dtype == np.uint8 else 1.0
         return (1.0, scale) if self.acts.x.dtype == self.images.dtype else (scale, 1.0)
 
-    def _data(self, order):
-        return _engine.Data(self.images, self.labels, order, *self._scales, *self.preprocess)
+    def _data(self, order, images=None, labels=None):
+        images = self.images if images is None else images
+        labels = self.labels if labels is None else labels
+        return _engine.Data(images, labels, order, *self._scales, *self.preprocess)
 
-    def _step_args(self, order, start, count, n, lr):
+    def _step_args(self, order, start, count, n, lr, images=None, labels=None):
         c = self.config
         settings = _engine.Settings(_engine.OPTIMIZERS.index(c.optimizer), lr, c.momentum, c.weight_decay,
                                     c.beta1, c.beta2, c.eps, c.dropout, c.seed)
-        return (self.params, self.grads, self.moments, self.acts, self.scratch, self._data(order), settings,
-                start, count, n, self.step)
+        return (self.params, self.grads, self.moments, self.acts, self.scratch, self._data(order, images, labels),
+                settings, start, count, n, self.step)
+
+    # --- augmentation --------------------------------------------------------------
+
+    def _augment_kernel(self):
+        """``augment_batch`` of the run's engine: the kernel, or its NumPy twin."""
+        if self.config.engine == "numba":
+            from . import kernels
+
+            return kernels.augment_batch
+        from . import reference
+
+        return reference.augment_batch
+
+    def _augment_args(self, x, y, order, start, key):
+        c = self.config
+        return (x, y, self.images, self.labels, order, start, self.augment_width, c.shift, c.flip, key)
+
+    def _augmented(self, start, rows):
+        """Move samples ``order[start:start+rows]`` of the epoch into the augmentation
+        buffers; returns ``(images, labels, positions)``, which the training loop takes
+        in place of the data set and the epoch's order (the moved samples lie in order).
+
+        The loop's argument types do not change, so it compiles nothing new: a run with
+        augmentation adds one compiled kernel, and a run without it nothing at all.
+        Each sample's move is drawn from ``(seed, epoch, position in the epoch)`` alone
+        (see :func:`~fastnet.kernels.augment_batch`): the same at any thread count,
+        and the same when a run resumes from a checkpoint."""
+        x, y, positions = self.augmented
+        if self.config.engine == "numba":
+            from .kernels import dropout_key
+        else:
+            from .reference import dropout_key
+        key = dropout_key(self.config.seed, self.epoch, AUGMENT_STREAM)
+        self._augment_kernel()(*self._augment_args(x[:rows], y[:rows], self.order, start, key))
+        return x, y, positions
 
     # --- running -----------------------------------------------------------------
 
@@ -434,7 +505,11 @@ class Trainer:
             else:
                 n, count = self.n_train - full * self.batch_size, 1  # the last, shorter batch
             t0 = time.perf_counter()
-            args = self._step_args(self.order, self.batch * self.batch_size, count, n, lr)
+            if self.augmented is None:
+                args = self._step_args(self.order, self.batch * self.batch_size, count, n, lr)
+            else:
+                images, labels, positions = self._augmented(self.batch * self.batch_size, count * n)
+                args = self._step_args(positions, 0, count, n, lr, images, labels)
             loss_sum, correct, bad = self.ops.train_batches(*args)
             self.running += (loss_sum, correct, time.perf_counter() - t0)
             if self.governor is not None:

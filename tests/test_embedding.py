@@ -31,7 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 DTYPES = [np.float32, np.float64]
 SIZES = dict(B=7, D=13, H=5, K=4, N=20, P=31, S=3)
 SCALARS = dict(lr=0.1, weight_decay=0.01, momentum=0.9, nesterov=True, beta1=0.9, beta2=0.999,
-               eps=1e-8, step=3, start=5, scale=1 / 255, key=-5647682728569471504, p=0.3)
+               eps=1e-8, step=3, start=5, scale=1 / 255, key=-5647682728569471504, p=0.3,
+               width=13, shift=1, flip=True)  # augment_batch's image: one row of D = 13
 
 
 def tol(dtype):
@@ -191,6 +192,14 @@ def user_gather_in_chunks(x, y, images, labels, order, start, chunks):
 
 
 @njit(parallel=True)
+def user_augment_in_chunks(x, y, images, labels, order, start, width, shift, key, chunks):
+    B = x.shape[0]
+    for c in prange(chunks):
+        lo, hi = c * B // chunks, (c + 1) * B // chunks
+        kernels.augment_batch(x[lo:hi], y[lo:hi], images, labels, order, start + lo, width, shift, True, key)
+
+
+@njit(parallel=True)
 def user_standardize_and_dropout_in_chunks(x, act, dinp, dout, mean, inv_std, keys, p, chunks):
     """Each chunk standardizes its rows, then drops out its rows with a key of its own."""
     B = x.shape[0]
@@ -240,7 +249,7 @@ PRANGE_COVERED = {
     "softmax_cross_entropy_backward", "relu_backward", "linear_backward_input",
     "linear_backward_params", "sparse_linear_backward_params", "linear_backward",
     "sgd_update", "momentum_update", "adam_update", "gather_batch", "classifier_forward", "classifier_backward",
-    "dropout_forward", "dropout_backward", "standardize_batch",
+    "dropout_forward", "dropout_backward", "standardize_batch", "augment_batch",
     "blocked_linear_forward", "blocked_linear_backward_input", "blocked_linear_backward_params",
 }
 CHUNKS = [1, 2, 3, 8]   # 8 > the 2 threads here: several chunks per thread
@@ -348,6 +357,21 @@ def test_gather_batch_inside_prange(rng, dtype, chunks):
     reference.gather_batch(want_x, want_y, images, labels, order, 7, 1 / 255)
     np.testing.assert_allclose(x, want_x, **tol(dtype), err_msg="gather_batch x inside prange")
     np.testing.assert_array_equal(y, want_y, err_msg="gather_batch y inside prange")
+
+
+@pytest.mark.parametrize("chunks", CHUNKS)
+def test_augment_batch_inside_prange(rng, chunks):
+    """A chunk passed ``start + lo`` draws the moves the whole batch's call draws for its rows."""
+    N, B, R, W = 50, 16, 4, 6
+    images = rng.integers(0, 256, (N, R * W), dtype=np.uint8)
+    labels = rng.integers(0, 10, N).astype(np.int32)
+    order = rng.permutation(N)
+    x, y = np.full((B, R * W), 77, np.uint8), np.full(B, -1, np.int32)
+    want_x, want_y = np.empty((B, R * W), np.uint8), np.empty(B, np.int32)
+    user_augment_in_chunks(x, y, images, labels, order, 7, W, 2, SCALARS["key"], chunks)
+    reference.augment_batch(want_x, want_y, images, labels, order, 7, W, 2, True, SCALARS["key"])
+    np.testing.assert_array_equal(x, want_x, err_msg="augment_batch x inside prange")
+    np.testing.assert_array_equal(y, want_y, err_msg="augment_batch y inside prange")
 
 
 @pytest.mark.parametrize("chunks", CHUNKS)

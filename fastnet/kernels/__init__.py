@@ -22,8 +22,8 @@ Weights are stored ``(D, H)`` -- inputs by outputs, the transpose of the
 weights in memory order and a zero input (81% of MNIST's pixels, about half
 of the ReLU outputs) skips a whole row of work.
 
-The heavy kernels (the linear layers, the update rules, the batch gather
-and standardization, and the dropout mask's hash) split their work across
+The heavy kernels (the linear layers, the update rules, the batch gather,
+augmentation and standardization, and the dropout mask's hash) split their work across
 Numba's threads with ``prange``; every output element is computed by one
 thread in one fixed order, so results are the same bits whatever the thread
 count. The light ones (ReLU, dropout's backward pass, softmax +
@@ -49,7 +49,7 @@ from .activation import dropout_backward, dropout_forward, relu_backward, relu_f
 from .activation import (
     dropout_key as dropout_key,  # a helper: exported, kept out of __all__ (see above)
 )
-from .batch import gather_batch, standardize_batch
+from .batch import augment_batch, gather_batch, standardize_batch
 from .blocked import blocked_linear_backward_input, blocked_linear_backward_params, blocked_linear_forward
 from .blocked import pack_size as pack_size  # a helper: exported, kept out of __all__ (see above)
 from .classifier import classifier_backward, classifier_forward
@@ -87,4 +87,5 @@ __all__ = [
     "adam_update",
     "gather_batch",
     "standardize_batch",
+    "augment_batch",
 ]
