@@ -1,7 +1,8 @@
 """Register-blocked dense products for the hidden layers, the way BLIS builds a matmul.
 
 Each kernel here is one product ``C (M, N) = A (M, K) @ B (K, N)``
-(:func:`_product`; the forward pass adds its bias after it), run in three steps:
+(:func:`_product`; the forward pass adds its bias once the product is summed),
+run in three steps:
 
 - **A is packed** once per call into groups of :data:`MR` (4) rows,
   interleaved by ``k``: the four values one step of the micro-kernel needs
@@ -282,9 +283,10 @@ def _copy_run(to, src, NR):
 
 
 @jit(inline=True)
-def _product(c, a, b, pack, scale):
-    """Overwrite ``c (M, N)`` with ``scale * a (M, K) @ b (K, N)``. ``a`` and ``b`` may
-    be any 2-D views (a transpose included)."""
+def _product(c, bias, a, b, pack, scale):
+    """Overwrite ``c (M, N)`` with ``scale * a (M, K) @ b (K, N) + bias``, where ``bias``
+    is a row ``(N,)`` added to every row once the product is summed, or empty for
+    none. ``a`` and ``b`` may be any 2-D views (a transpose included)."""
     M, K = a.shape
     N = b.shape[1]
     t = c.dtype.type
@@ -310,6 +312,10 @@ def _product(c, a, b, pack, scale):
             k0, k1 = kb * K // blocks, (kb + 1) * K // blocks
             _pack_panels(pbs, b, k0, k1 - k0, p0, p1, NR)
             _tiles(c, pack, K, k0, 0, groups, pbs, p0, p1, k1 - k0, tiles, kb == 0)
+        if bias.shape[0] > 0:
+            for i in range(M):
+                for j in range(p0 * NR, min(N, p1 * NR)):
+                    c[i, j] += bias[j]
 
 
 @jit(parallel=True, reassoc=False)
@@ -318,11 +324,7 @@ def blocked_linear_forward(out, pack, inp, weight, bias, scale):
     ``pack`` is scratch (overwritten, at least ``pack_size(B, D, H)`` long).
     ``inp`` may hold integers (uint8 pixels with ``scale = 1/255``)."""
     # inp (B, D), weight (D, H), bias (H,), out (B, H), pack (>= pack_size(B, D, H),)
-    _product(out, inp, weight, pack, scale)
-    B, H = out.shape
-    for b in prange(B):
-        for h in range(H):
-            out[b, h] += bias[h]
+    _product(out, bias, inp, weight, pack, scale)
 
 
 @jit(parallel=True, reassoc=False)
@@ -330,7 +332,7 @@ def blocked_linear_backward_input(dinp, pack, dout, weight):
     """Overwrite ``dinp`` with ``dout @ weight.T``, register-blocked; ``pack`` is
     scratch (at least ``pack_size(B, H, D)`` long)."""
     # dout (B, H), weight (D, H), dinp (B, D), pack (>= pack_size(B, H, D),)
-    _product(dinp, dout, weight.T, pack, 1.0)
+    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0)
 
 
 @jit(parallel=True, reassoc=False)
@@ -339,7 +341,7 @@ def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
     summed over the batch, register-blocked; ``pack`` is scratch (at least
     ``pack_size(D, B, H)`` long). No ``1/B`` factor: the loss gradient carries it."""
     # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), pack (>= pack_size(D, B, H),)
-    _product(dweight, inp.T, dout, pack, scale)
+    _product(dweight, dbias[:0], inp.T, dout, pack, scale)
     B, H = dout.shape
     for h in range(H):
         dbias[h] = 0
