@@ -4,14 +4,19 @@ Groups (``which`` is ``fastnet`` or ``sklearn``):
 
 - ``vs-sklearn-<data>-<solver>``: one whole ``fit`` (the timed call) of the
   same network, optimizer, batch, epochs and alpha on the same float32 data,
-  then ``extra_info["test_accuracy"]`` on the data's test set. ``data`` is
+  then the test accuracy on the data's test set. ``data`` is
   ``mnist``, ``fashion-mnist`` (skipped when its files are not found) or
   ``digits`` (scikit-learn's 8x8 digits, a stratified quarter held out);
   ``solver`` is ``sgd`` (Nesterov momentum 0.9, rate 0.1) or ``adam``
   (rate 0.001). Both sides: 784-128-10 (64-128-10 on digits), batches of
   128, alpha 1e-4, a constant rate, 15 epochs (digits: 50) with no early
   stop (``n_iter_no_change`` is the epoch count), the same :data:`THREADS`
-  (Numba's for fastnet, the BLAS's for scikit-learn). Pixels are scaled to
+  (Numba's for fastnet, the BLAS's for scikit-learn). Each round is one fit
+  with its own ``random_state`` (0, 1, 2, ...: :data:`ROUNDS` of them), the
+  same seeds on both sides; ``extra_info["test_accuracy"]`` is the mean of
+  the rounds' test accuracies (each one in ``test_accuracies``): one seed's
+  accuracy moves by half a point on Fashion-MNIST, more than the 0.3 points
+  the two sides are compared to. Pixels are scaled to
   [0, 1] once, as float32, outside the timed call, so neither side converts
   them. fastnet's compile is kept out of the timed call by a small fit first.
 - ``vs-sklearn-gridsearch``: ``which`` is ``n_jobs=1`` or ``n_jobs=2``: a
@@ -51,11 +56,11 @@ from sklearn.neural_network import MLPClassifier as SklearnMLP
 from fastnet.estimator import MLPClassifier
 
 SOLVERS = {
-    "sgd": dict(solver="sgd", learning_rate_init=0.1, momentum=0.9, nesterovs_momentum=True),
-    "adam": dict(solver="adam", learning_rate_init=0.001),
+    "sgd": {"solver": "sgd", "learning_rate_init": 0.1, "momentum": 0.9, "nesterovs_momentum": True},
+    "adam": {"solver": "adam", "learning_rate_init": 0.001},
 }
 EPOCHS = {"mnist": 15, "fashion-mnist": 15, "digits": 50}
-ROUNDS = {"mnist": 2, "fashion-mnist": 2, "digits": 5}
+ROUNDS = {"mnist": 3, "fashion-mnist": 3, "digits": 5}
 SMOKE_SAMPLES = 2000
 
 
@@ -118,14 +123,17 @@ def test_vs_sklearn(benchmark, datasets, data, solver, which):
         benchmark.group = f"vs-sklearn-{data}-{solver}"
         benchmark.extra_info.update(train_samples=len(X_train), test_samples=len(X_test),
                                     features=X_train.shape[1], epochs=epochs)
+        seeds = iter(range(ROUNDS[data]))  # one random_state a round: 0, 1, 2, ...
         benchmark.pedantic(lambda est: fitted.append(est.fit(X_train, y_train)),
-                           setup=lambda: ((clone(estimator),), {}),
+                           setup=lambda: ((clone(estimator).set_params(random_state=next(seeds)),), {}),
                            rounds=ROUNDS[data] if benchmark.enabled else 1, iterations=1)
-    est = fitted[-1]
-    accuracy = est.score(X_test, y_test)
-    benchmark.extra_info.update(test_accuracy=accuracy, epochs_run=est.n_iter_)
-    assert est.n_iter_ == epochs, "no early stop on either side"
-    assert math.isfinite(est.loss_) and accuracy > 0.2  # chance is 0.1; smoke runs fit one epoch
+    accuracies = [est.score(X_test, y_test) for est in fitted]
+    benchmark.extra_info.update(test_accuracy=float(np.mean(accuracies)), test_accuracies=accuracies,
+                                epochs_run=fitted[-1].n_iter_)
+    for est in fitted:
+        assert est.n_iter_ == epochs, "no early stop on either side"
+        assert math.isfinite(est.loss_)
+    assert min(accuracies) > 0.2  # chance is 0.1; smoke runs fit one epoch
 
 
 @pytest.mark.parametrize("which", ["n_jobs=1", "n_jobs=2"])
@@ -171,8 +179,8 @@ def table(data):
     for b in data["benchmarks"]:
         if b["group"].startswith("vs-sklearn-") and b["group"] != "vs-sklearn-gridsearch":
             runs.setdefault(b["group"], {})[b["params"]["which"]] = b
-    lines = [("| data | solver | epochs | fastnet fit | scikit-learn fit | time ratio | fastnet accuracy "
-              "| scikit-learn accuracy | difference |"),
+    lines = [("| data | solver | epochs | fastnet fit | scikit-learn fit | time ratio | fastnet accuracy, mean (per seed) "
+              "| scikit-learn accuracy, mean (per seed) | difference of the means |"),
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for group, sides in runs.items():
         f, s = sides.get("fastnet"), sides.get("sklearn")
@@ -182,13 +190,20 @@ def table(data):
         tf, ts = f["stats"]["median"], s["stats"]["median"]
         af, as_ = f["extra_info"]["test_accuracy"], s["extra_info"]["test_accuracy"]
         lines.append(f"| {data_name} | {solver} | {f['extra_info']['epochs']} | {tf:.2f} s | {ts:.2f} s "
-                     f"| {tf / ts:.3f}x | {af:.2%} | {as_:.2%} | {100 * (af - as_):+.2f} points |")
+                     f"| {tf / ts:.3f}x | {_accuracy(f)} | {_accuracy(s)} | {100 * (af - as_):+.2f} points |")
     jobs = {b["params"]["which"]: b["stats"] for b in data["benchmarks"] if b["group"] == "vs-sklearn-gridsearch"}
     if jobs:
         lines += ["", "| GridSearchCV, 13 fits | median | min | max |", "| --- | --- | --- | --- |"]
         lines += [f"| {which} | {st['median']:.2f} s | {st['min']:.2f} s | {st['max']:.2f} s |"
                   for which, st in sorted(jobs.items())]
     return "\n".join(lines)
+
+
+def _accuracy(run):
+    """"97.91% (97.88, 97.95, 97.90)": the mean test accuracy over the seeds, and each seed's."""
+    info = run["extra_info"]
+    each = info.get("test_accuracies", [info["test_accuracy"]])
+    return f"{info['test_accuracy']:.2%} ({', '.join(f'{100 * a:.2f}' for a in each)})"
 
 
 if __name__ == "__main__":
