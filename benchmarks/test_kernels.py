@@ -10,7 +10,8 @@ raw uint8 with a scale of 1/255, which is how the training loop calls them. The
 register-blocked ``blocked_linear_*`` kernels, which the training loop runs on the
 hidden layers past the first, run on both layers and on ``1024x1024``: a wide hidden
 layer fed ReLU outputs (half of them zero), where numpy.matmul is at its best. Update rules
-run on all 101770 parameters, ``gather_batch`` gathers
+run on all 101770 parameters, ``gather_batch`` (and ``augment_batch``, moving
+each image by up to 2 pixels and mirroring half of them) gathers
 128 shuffled samples of the 60000.
 
 Every case is built from :data:`KERNELS`, a table of kernel name -> shapes
@@ -183,6 +184,10 @@ KERNELS = {
          1e-3, 0.9, 0.999, 1e-8, 1e-4, 10), None)),
     "gather_batch": (("b128",), lambda d, s: (
         (_zeros(B, 784), np.zeros(B, np.int32), d["images"], d["labels"], d["order"], 0, 1 / 255), None)),
+    # Moved up to 2 pixels and mirrored half of the time, as --shift 2 --flip: uint8 in, uint8 out.
+    "augment_batch": (("b128",), lambda d, s: (
+        (np.zeros((B, 784), np.uint8), np.zeros(B, np.int32), d["images"], d["labels"], d["order"], 0, 28, 2,
+         True, 12345), None)),
     # In place, called again and again: a mean of 0 and a scale of 1 keep the values as they are.
     "standardize_batch": (("b128",), lambda d, s: (
         (d["x"].copy(), _zeros(784), np.ones(784, np.float32)), None)),
