@@ -75,10 +75,9 @@ def pack_size(M, K, N):
 def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
     """Add to ``c[i0:i0 + 4, j0:j0 + 16]`` the product of a row group ``pa`` and a panel
     ``pb`` (float32: two 256-bit vectors a row), or with ``first`` overwrite it with
-    that product. The
-    64 sums stay in registers for the whole run of ``kc`` terms, one fused
-    multiply-add each, in ``k`` order; a block past the edge of ``c`` ends in
-    ``tile`` (see the module docstring)."""
+    that product. The 64 sums stay in registers for the whole run of ``kc`` terms,
+    one fused multiply-add each, in ``k`` order; a block past the edge of ``c``
+    ends in ``tile`` (see the module docstring)."""
     # pa (>= kc * 4,), pb (>= kc * 16,), tile (4 * 16,), c (M, N)
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
@@ -159,10 +158,9 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
 def _tile_4x8(c, i0, j0, pa, pb, kc, tile, first):
     """Add to ``c[i0:i0 + 4, j0:j0 + 8]`` the product of a row group ``pa`` and a panel
     ``pb`` (float64: two 256-bit vectors a row), or with ``first`` overwrite it with
-    that product. The
-    32 sums stay in registers for the whole run of ``kc`` terms, one fused
-    multiply-add each, in ``k`` order; a block past the edge of ``c`` ends in
-    ``tile`` (see the module docstring)."""
+    that product. The 32 sums stay in registers for the whole run of ``kc`` terms,
+    one fused multiply-add each, in ``k`` order; a block past the edge of ``c``
+    ends in ``tile`` (see the module docstring)."""
     # pa (>= kc * 4,), pb (>= kc * 8,), tile (4 * 8,), c (M, N)
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
