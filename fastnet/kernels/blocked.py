@@ -58,6 +58,9 @@ from .._jit import jit
 MR = 4
 #: Rows of a ``B`` panel: a run of terms the micro-kernel sums in registers.
 KC = 256
+#: Rows of ``A`` taken past a part's panels at a time: ``MC x KC`` of ``A`` (128 KiB) and the part's
+#: ``KC`` rows of ``B`` (a quarter of 1,024 columns: 256 KiB) stay in a core's 512 KiB L2 together.
+MC = 128
 #: The widest panel (float32's 16 columns); float64's is 8.
 NR_MAX = 16
 #: Parts a product's panels are cut into, run in parallel: each reads rows of ``B`` a quarter as long as ``C``'s.
@@ -312,7 +315,8 @@ def _product(c, bias, a, b, pack, scale):
         for kb in range(blocks):
             k0, k1 = kb * K // blocks, (kb + 1) * K // blocks
             _pack_panels(pbs, b, k0, k1 - k0, p0, p1, NR)
-            _tiles(c, pack, K, k0, 0, groups, pbs, p0, p1, k1 - k0, tiles, kb == 0)
+            for g0 in range(0, groups, MC // MR):  # MC rows of A at a time: with the part's panels, in L2
+                _tiles(c, pack, K, k0, g0, min(groups, g0 + MC // MR), pbs, p0, p1, k1 - k0, tiles, kb == 0)
         if bias.shape[0] > 0:
             for i in range(M):
                 for j in range(p0 * NR, min(N, p1 * NR)):
