@@ -18,6 +18,7 @@ import pytest
 from fastnet import kernels, reference
 from fastnet.config import ConfigError, TrainConfig
 from fastnet.train import Trainer
+from numba_threads import with_threads
 
 IMPLS = [pytest.param(kernels, id="kernels"), pytest.param(reference, id="reference")]
 KEY = -5647682728569471504
@@ -48,15 +49,6 @@ def offset_of(moved, image):
                 if np.array_equal(moved, want):
                     return dy, dx if not mirrored else -dx, mirrored
     raise AssertionError("no offset explains the moved image")
-
-
-def with_threads(n, fn, *args):
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(n)
-        return fn(*args)
-    finally:
-        numba.set_num_threads(before)
 
 
 # --- the kernel ------------------------------------------------------------------------

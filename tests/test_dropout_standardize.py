@@ -15,6 +15,7 @@ import pytest
 from numba import njit
 
 from fastnet import kernels, reference
+from numba_threads import with_threads
 
 DTYPES = [np.float32, np.float64]
 IMPLS = [pytest.param(kernels, id="kernels"), pytest.param(reference, id="reference")]
@@ -42,15 +43,6 @@ def dropped(act, key, p, impl=kernels):
 def scale(dtype, p):
     """``1/(1-p)``, computed in float64 and rounded to ``dtype``, as the kernels do."""
     return dtype(1.0 / (1.0 - p))
-
-
-def with_threads(n, fn, *args):
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(n)
-        return fn(*args)
-    finally:
-        numba.set_num_threads(before)
 
 
 # --- dropout_key -------------------------------------------------------------------
