@@ -20,6 +20,7 @@ another process competes for the cores.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,15 +148,31 @@ def shape_targets(group):
     return targets
 
 
+def shape_times(groups, group):
+    """``({engine: median epoch time}, {engine: median of the per-round numba/engine ratios})`` of a
+    ``shape-`` group: from the paired rounds in ``extra_info["times"]`` (``test_shapes.py``), or, in a
+    run from before the rounds were paired, from one benchmark per engine (ratios of the medians)."""
+    entries = list(groups.get(group, {}).values())
+    paired = next((b["extra_info"]["times"] for b in entries if b["extra_info"].get("paired")), None)
+    if paired is None:
+        t = {w: median(groups, group, w) for w in ENGINES}
+        return t, {w: t["numba"] / t[w] for w in ENGINES if t["numba"] and t[w]}
+    t = {w: float(statistics.median(paired[w])) if paired.get(w) else None for w in ENGINES}
+    ratios = {w: float(statistics.median(a / b for a, b in zip(paired["numba"], paired[w])))
+              for w in ENGINES if paired.get(w) and paired.get("numba")}
+    return t, ratios
+
+
 def shapes_table(groups, peak):
     rows = []
     for group in sorted((g for g in groups if g.startswith("shape-")), key=lambda g: (g.endswith("-f64"), g)):
-        t = {w: median(groups, group, w) for w in ENGINES}
+        t, r = shape_times(groups, group)
         targets = shape_targets(group)
-        checks = [t["numba"] / t[w] <= limit for w, limit in targets.items() if t["numba"] and t[w]]
+        checks = [r[w] <= limit for w, limit in targets.items() if w in r]
         met = "–" if len(checks) < len(targets) else ("yes" if all(checks) else "no")
-        rows.append([group[len("shape-"):], *(seconds(t[w]) for w in ENGINES), ratio(t["numba"], t["numpy"]),
-                     ratio(t["numba"], t["torch"]), percent(flops_of(groups, group), t["numba"], peak),
+        shown = {w: f"{r[w]:.2f}×" if w in r else "–" for w in ("numpy", "torch")}
+        rows.append([group[len("shape-"):], *(seconds(t[w]) for w in ENGINES), shown["numpy"], shown["torch"],
+                     percent(flops_of(groups, group), t["numba"], peak),
                      ", ".join(f"≤ {limit}× {w}" for w, limit in targets.items()), met])
     if not rows:
         return None
@@ -253,7 +270,8 @@ def report(data):
     ]
     shapes = shapes_table(groups, peak_value)
     if shapes:
-        parts.append("Every shape: one epoch on 20,000 MNIST digits (medians):\n\n" + shapes)
+        parts.append("Every shape: one epoch on 20,000 MNIST digits, the engines in paired rounds (each engine's "
+                     "median epoch; each ratio the median of the rounds' ratios):\n\n" + shapes)
     contention = contention_table(groups)
     if contention:
         parts.append(("A shared machine: 3 epochs of 784-128-10 on 20,000 digits under busy processes "
