@@ -148,19 +148,26 @@ def shape_targets(group):
     return targets
 
 
-def shape_times(groups, group):
-    """``({engine: median epoch time}, {engine: median of the per-round numba/engine ratios})`` of a
-    ``shape-`` group: from the paired rounds in ``extra_info["times"]`` (``test_shapes.py``), or, in a
-    run from before the rounds were paired, from one benchmark per engine (ratios of the medians)."""
+def paired_times(groups, group, names):
+    """``({name: median time}, {(a, b): median of the rounds' a/b time ratios})`` from the paired
+    rounds in a group's ``extra_info["times"]``; from one benchmark per name (ratios of the
+    medians) in a run from before the rounds were paired."""
     entries = list(groups.get(group, {}).values())
     paired = next((b["extra_info"]["times"] for b in entries if b["extra_info"].get("paired")), None)
     if paired is None:
-        t = {w: median(groups, group, w) for w in ENGINES}
-        return t, {w: t["numba"] / t[w] for w in ENGINES if t["numba"] and t[w]}
-    t = {w: float(statistics.median(paired[w])) if paired.get(w) else None for w in ENGINES}
-    ratios = {w: float(statistics.median(a / b for a, b in zip(paired["numba"], paired[w])))
-              for w in ENGINES if paired.get(w) and paired.get("numba")}
+        t = {w: median(groups, group, w) for w in names}
+        return t, {(a, b): t[a] / t[b] for a in names for b in names if t[a] and t[b]}
+    t = {w: float(statistics.median(paired[w])) if paired.get(w) else None for w in names}
+    ratios = {(a, b): float(statistics.median(x / y for x, y in zip(paired[a], paired[b])))
+              for a in names for b in names if paired.get(a) and paired.get(b)}
     return t, ratios
+
+
+def shape_times(groups, group):
+    """``({engine: median epoch time}, {engine: median of the rounds' numba/engine ratios})`` of a
+    ``shape-`` group (:func:`paired_times`)."""
+    t, r = paired_times(groups, group, ENGINES)
+    return t, {w: r[("numba", w)] for w in ENGINES if ("numba", w) in r}
 
 
 def shapes_table(groups, peak):
@@ -184,14 +191,15 @@ def contention_table(groups):
     rows = []
     for group in sorted(g for g in groups if g.startswith("contention-busy")):
         busy = int(group[len("contention-busy"):])
-        t = {w: median(groups, group, w) for w in ("default", "threads1", "threads2")}
-        windows = (groups[group].get("default") or {}).get("extra_info", {}).get("thread_windows") or {}
+        t, r = paired_times(groups, group, ("default", "threads1", "threads2"))
+        entry = next(iter(groups[group].values()))
+        windows = entry.get("extra_info", {}).get("thread_windows") or {}
         if busy:
-            kept = t["threads1"] / t["default"] if t["default"] and t["threads1"] else None
+            kept = r.get(("threads1", "default"))
             shown, target = (f"{kept:.2f}× of --threads 1" if kept else "–"), "≥ 0.9× of --threads 1"
             met = "–" if kept is None else ("yes" if kept >= 0.9 else "no")
         else:
-            loss = t["default"] / t["threads2"] - 1 if t["default"] and t["threads2"] else None
+            loss = r[("default", "threads2")] - 1 if ("default", "threads2") in r else None
             shown, target = (f"{100 * loss:+.1f}% time vs 2 threads" if loss is not None else "–"), "≤ +5%"
             met = "–" if loss is None else ("yes" if loss <= 0.05 else "no")
         counts = ", ".join(f"{n} thread{'s' * (int(n) != 1)}: {w}" for n, w in sorted(windows.items())) or "–"
@@ -274,8 +282,8 @@ def report(data):
                      "median epoch; each ratio the median of the rounds' ratios):\n\n" + shapes)
     contention = contention_table(groups)
     if contention:
-        parts.append(("A shared machine: 3 epochs of 784-128-10 on 20,000 digits under busy processes "
-                      "(medians):\n\n") + contention)
+        parts.append(("A shared machine: 3 epochs of 784-128-10 on 20,000 digits under busy processes, the "
+                      "settings in paired rounds (medians; each ratio the median of the rounds'):\n\n") + contention)
     other = other_table(groups)
     if other:
         parts.append("Other groups (medians):\n\n" + other)

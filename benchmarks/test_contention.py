@@ -2,7 +2,7 @@
 
 Groups ``contention-busy<N>`` for N = 0, 1, 2 other busy processes (each a
 Python loop, started before the group's rounds and stopped after them, by
-the benchmark itself). Rows by ``which``:
+the benchmark itself). Three thread settings, ``which``:
 
 - ``default``: no thread count given, so the run adapts it to the cores
   the others leave free (:mod:`fastnet._threads`);
@@ -11,7 +11,12 @@ the benchmark itself). Rows by ``which``:
   was before it adapted).
 
 Each round trains :data:`EPOCHS` epochs of 784-128-10 on :data:`SAMPLES`
-MNIST digits, long enough for the thread count to settle. The target
+MNIST digits with each setting in turn (the order turning by one each round),
+long enough for the thread count to settle: paired rounds, as in
+``test_shapes.py``, so that the settings are compared within a round, not
+across minutes of drift. Each setting's times are kept in
+``extra_info["times"]``; ``report.py`` takes medians, and the median of the
+rounds' ratios for the targets. The target
 (issue 18): under load, ``default`` keeps at least 0.9x the throughput of
 ``threads1``; on a quiet machine it loses at most 5% against ``threads2``.
 
@@ -30,7 +35,7 @@ from benchmarks._common import FastnetEpoch, train_config
 SAMPLES = 20000
 SMOKE_SAMPLES = 1000
 EPOCHS = 3
-ROUNDS = {"rounds": 3, "iterations": 1, "warmup_rounds": 1}
+ROUNDS = {"rounds": 5, "iterations": 1, "warmup_rounds": 1}
 THREADS = {"default": None, "threads1": 1, "threads2": 2}
 
 
@@ -47,18 +52,30 @@ def busy(request):
             p.wait()
 
 
-@pytest.mark.parametrize("which", list(THREADS))
 @pytest.mark.parametrize("busy", [0, 1, 2], indirect=True)
-def test_contention(benchmark, mnist, busy, which):
-    if THREADS[which] and THREADS[which] > numba.config.NUMBA_NUM_THREADS:
-        pytest.skip(f"needs {THREADS[which]} Numba threads")
+def test_contention(benchmark, mnist, busy):
     if not benchmark.enabled and busy != 1:
         pytest.skip("timings only: run with benchmarks enabled")
     n = SAMPLES if benchmark.enabled else SMOKE_SAMPLES
-    config = train_config("numba", 128, epochs=EPOCHS, threads=THREADS[which])
-    run = FastnetEpoch(config, mnist.train_images[:n], mnist.train_labels[:n])
+    names = [w for w, t in THREADS.items() if not t or t <= numba.config.NUMBA_NUM_THREADS]
+    runs = {w: FastnetEpoch(train_config("numba", 128, epochs=EPOCHS, threads=THREADS[w]),
+                            mnist.train_images[:n], mnist.train_labels[:n]) for w in names}
+    times = {w: [] for w in names}
+    rounds = []
+
+    def one_round():
+        turn = len(rounds) % len(names)
+        for w in names[turn:] + names[:turn]:
+            runs[w].rewind()
+            start = time.perf_counter()
+            runs[w].run()
+            times[w].append(time.perf_counter() - start)
+        rounds.append(turn)
+
     benchmark.group = f"contention-busy{busy}"
-    benchmark.extra_info.update(samples=n * EPOCHS, busy=busy)
-    benchmark.pedantic(run.run, setup=run.rewind, **ROUNDS)
-    governor = run.trainer.governor
-    benchmark.extra_info["thread_windows"] = dict(governor.counts) if governor is not None else {}
+    benchmark.pedantic(one_round, **ROUNDS)
+    warmup = len(rounds) - (ROUNDS["rounds"] if benchmark.enabled else 1)
+    governor = runs["default"].trainer.governor
+    benchmark.extra_info.update(samples=n * EPOCHS, busy=busy, paired=True,
+                                times={w: t[warmup:] for w, t in times.items()},
+                                thread_windows=dict(governor.counts) if governor is not None else {})
