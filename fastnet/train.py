@@ -132,15 +132,33 @@ def thread_limit(threads):
             f"threads: expected at most {numba.config.NUMBA_NUM_THREADS} "
             f"(NUMBA_NUM_THREADS), got {threads}"
         )
-    from threadpoolctl import threadpool_limits  # here, not at import: only a run with --threads needs it
-
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
     try:
-        with threadpool_limits(limits=threads):
+        with _thread_pools().limit(limits=threads):
             yield
     finally:
         numba.set_num_threads(before)
+
+
+_pools = None
+
+
+def _thread_pools():
+    """threadpoolctl's view of the BLAS and OpenMP libraries loaded in the process, found once.
+
+    Finding them walks every loaded shared library: 1-8 ms (more with PyTorch
+    loaded), against 0.1 ms to set their limits. A run that gives ``threads``
+    paid it on every :meth:`Trainer.run`, as much as 3% of an epoch of the
+    small networks. A library first loaded after the first limited run is
+    not limited.
+    """
+    global _pools
+    if _pools is None:
+        from threadpoolctl import ThreadpoolController  # here, not at import: only a run with --threads needs it
+
+        _pools = ThreadpoolController()
+    return _pools
 
 
 #: The data types a run trains on as they are stored (never copied to another type):
