@@ -1,6 +1,8 @@
 """Helpers shared by the benchmarks: dense-equivalent FLOP counts, a fastnet
 :class:`~fastnet.train.Trainer` that can replay its first epoch, and the same
 training loop in PyTorch."""
+import time
+
 import numba
 import numpy as np
 
@@ -130,3 +132,36 @@ class TorchEpoch:
             loss_sum += loss.item() * len(rows)
             correct += int((logits.argmax(1) == y).sum())
         return loss_sum / n
+
+
+class PairedRounds:
+    """Call it once per round: one :meth:`run` of every run in ``runs`` (``{name: run}``, each with
+    ``rewind`` and ``run``), in an order that turns by one each round, each after ``pause`` seconds.
+
+    Each run is timed on its own (``times[name]``, one entry per round, warm-up rounds included) and its
+    result kept (``results[name]``). Comparing runs within a round, not across minutes, keeps the
+    machine's drift out of their ratios (``test_shapes.py``)."""
+
+    def __init__(self, runs, pause=0.0):
+        self.runs = runs
+        self.names = list(runs)
+        self.pause = pause
+        self.times = {name: [] for name in self.names}
+        self.results = {name: [] for name in self.names}
+        self.rounds = 0
+
+    def __call__(self):
+        turn = self.rounds % len(self.names)
+        for name in self.names[turn:] + self.names[:turn]:
+            run = self.runs[name]
+            run.rewind()
+            time.sleep(self.pause)
+            start = time.perf_counter()
+            result = run.run()
+            self.times[name].append(time.perf_counter() - start)
+            self.results[name].append(result)
+        self.rounds += 1
+
+    def last(self, rounds):
+        """``{name: times of the last rounds}``: the timed rounds, without the warm-up before them."""
+        return {name: t[len(t) - rounds:] for name, t in self.times.items()}

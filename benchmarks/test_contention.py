@@ -33,7 +33,7 @@ import time
 import numba
 import pytest
 
-from benchmarks._common import FastnetEpoch, train_config
+from benchmarks._common import FastnetEpoch, PairedRounds, train_config
 
 SAMPLES = 20000
 SMOKE_SAMPLES = 1000
@@ -63,22 +63,11 @@ def test_contention(benchmark, mnist, busy):
     names = [w for w, t in THREADS.items() if not t or t <= numba.config.NUMBA_NUM_THREADS]
     runs = {w: FastnetEpoch(train_config("numba", 128, epochs=EPOCHS, threads=THREADS[w]),
                             mnist.train_images[:n], mnist.train_labels[:n]) for w in names}
-    times = {w: [] for w in names}
-    rounds = []
-
-    def one_round():
-        turn = len(rounds) % len(names)
-        for w in names[turn:] + names[:turn]:
-            runs[w].rewind()
-            start = time.perf_counter()
-            runs[w].run()
-            times[w].append(time.perf_counter() - start)
-        rounds.append(turn)
+    rounds = PairedRounds(runs)
 
     benchmark.group = f"contention-busy{busy}"
-    benchmark.pedantic(one_round, **ROUNDS)
-    warmup = len(rounds) - (ROUNDS["rounds"] if benchmark.enabled else 1)
+    benchmark.pedantic(rounds, **ROUNDS)
     governor = runs["default"].trainer.governor
     benchmark.extra_info.update(samples=n * EPOCHS, busy=busy, paired=True,
-                                times={w: t[warmup:] for w, t in times.items()},
+                                times=rounds.last(ROUNDS["rounds"] if benchmark.enabled else 1),
                                 thread_windows=dict(governor.counts) if governor is not None else {})

@@ -30,12 +30,11 @@ PyTorch its engine is left out.
 """
 import dataclasses
 import math
-import time
 
 import numpy as np
 import pytest
 
-from benchmarks._common import FastnetEpoch, TorchEpoch, epoch_flops, train_config
+from benchmarks._common import FastnetEpoch, PairedRounds, TorchEpoch, epoch_flops, train_config
 from fastnet.model import MLP
 
 #: The hidden widths of each network (784 inputs, 10 classes).
@@ -81,30 +80,15 @@ def test_shape(benchmark, request, mnist, net, batch, dtype):
     images, labels = mnist.train_images[:n], mnist.train_labels[:n]
     config = train_config("numba", batch, hidden=NETWORKS[net], dtype=dtype)
     runs = engines(request, config, images, labels, dtype)
-    names = list(runs)
-    times = {name: [] for name in names}
-    losses = {name: [] for name in names}
-    rounds = []
-
-    def one_round():
-        turn = len(rounds) % len(names)
-        for name in names[turn:] + names[:turn]:
-            runs[name].rewind()
-            time.sleep(PAUSE if benchmark.enabled else 0)
-            start = time.perf_counter()
-            loss = runs[name].run()
-            times[name].append(time.perf_counter() - start)
-            losses[name].append(loss)
-        rounds.append(turn)
+    rounds = PairedRounds(runs, pause=PAUSE if benchmark.enabled else 0.0)
 
     benchmark.group = f"shape-{net}-b{batch}" + ("-f64" if dtype == "float64" else "")
-    benchmark.pedantic(one_round, **ROUNDS)
+    benchmark.pedantic(rounds, **ROUNDS)
 
-    warmup = len(rounds) - (ROUNDS["rounds"] if benchmark.enabled else 1)
     benchmark.extra_info.update(flops=epoch_flops(runs["numba"].trainer.model.sizes, n), samples=n,
                                 batch_size=batch, dtype=dtype, paired=True,
-                                times={name: t[warmup:] for name, t in times.items()},
-                                loss={name: v[-1] for name, v in losses.items()})
-    for name, values in losses.items():
-        assert all(math.isfinite(loss) for loss in values), name
-        np.testing.assert_allclose(values, values[0], rtol=1e-4, err_msg=f"{name}: rounds should replay the same epoch")
+                                times=rounds.last(ROUNDS["rounds"] if benchmark.enabled else 1),
+                                loss={name: v[-1] for name, v in rounds.results.items()})
+    for name, losses in rounds.results.items():
+        assert all(math.isfinite(loss) for loss in losses), name
+        np.testing.assert_allclose(losses, losses[0], rtol=1e-4, err_msg=f"{name}: rounds should replay the same epoch")
