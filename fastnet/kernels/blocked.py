@@ -4,8 +4,8 @@ Each kernel here is one product ``C (M, N) = A (M, K) @ B (K, N)``
 (:func:`_product`; the forward pass adds its bias once the product is summed),
 run in three steps:
 
-- **A is packed** once per call into groups of :data:`MR` (4) rows,
-  interleaved by ``k``: the four values one step of the micro-kernel needs
+- **A is packed** once per call into groups of :data:`MR` (6) rows,
+  interleaved by ``k``: the six values one step of the micro-kernel needs
   lie side by side, whatever the layout of ``A`` (a batch, or a batch read
   transposed for the weight gradient). Integer inputs are converted (and
   scaled) here, once.
@@ -14,25 +14,30 @@ run in three steps:
   rows are copied a panel's width at a time, written out so that each copy
   is two vector loads and stores; a transposed ``B`` (``weight.T``) is read
   down four of its columns at a time, which are rows in memory.
-- **The micro-kernel** (:func:`_tile_4x16`, :func:`_tile_4x8`) keeps a
-  4 x NR tile of sums in registers for a whole run of terms: per ``k``, two
-  vector loads of ``B`` and four broadcasts of ``A`` feed eight fused
-  multiply-adds, where the plain kernels of :mod:`.linear` load and store
+- **The micro-kernel** (:func:`_tile_6x16`, :func:`_tile_6x8`) keeps a
+  6 x NR tile of sums (12 vectors) in registers for a whole run of terms:
+  per ``k``, two vector loads of ``B`` and six broadcasts of ``A`` feed
+  twelve fused multiply-adds, where the plain kernels of :mod:`.linear` load and store
   ``C`` around every one. At the end of the run its sums are added to ``C``,
   or, on the first run, written to it (so ``C`` is never cleared first: the
   weight gradient of a small batch is one run, and writing ``C`` once is
-  much of its time). A tile past an edge of ``C`` (``M % 4``, ``N % NR``)
+  much of its time). A tile past an edge of ``C`` (``M % 6``, ``N % NR``)
   goes through a small buffer; the packs are padded with zeros.
 
 ``K`` is cut into runs of even length of at most ``KC`` (784 terms: four
 runs of 196, not three of 256 and one of 16).
 
-It is written as scalar code (four rows of named sums); LLVM's SLP
+Why six rows: two fused multiply-adds a cycle at a latency of four cycles
+need eight independent chains of sums. Four rows (8 vectors) left the
+micro-kernel no slack; six (12 vectors, as BLIS's Haswell and Zen kernels)
+ran the products 1.02-1.25x faster at batches of 32-512 (docs/performance.md).
+
+It is written as scalar code (six rows of named sums); LLVM's SLP
 vectorizer turns each row into two vectors. Numba leaves that pass off by
 default, so fastnet compiles its own functions with it on
 (:func:`fastnet._jit.jit`). The loop over a part's row groups and panels,
 with the micro-kernel inlined in it, is a function called once per run of
-terms (:func:`_tiles_4x16`): it compiles once per dtype and layout of ``C``,
+terms (:func:`_tiles_6x16`): it compiles once per dtype and layout of ``C``,
 shared by every kernel and caller. Inlined into each kernel, each of the
 kernels' dozen signatures compiled it again and the test suite's compiles
 took minutes more; called once per tile, it cost 15% of the speed.
@@ -55,7 +60,7 @@ from numba import prange
 from .._jit import jit
 
 #: Rows of ``A`` (and of a micro-kernel's tile) packed together.
-MR = 4
+MR = 6
 #: Rows of a ``B`` panel: a run of terms the micro-kernel sums in registers.
 KC = 256
 #: Rows of ``A`` taken past a part's panels at a time: ``MC x KC`` of ``A`` (128 KiB) and the part's
@@ -75,13 +80,13 @@ def pack_size(M, K, N):
 
 
 @jit(reassoc=False, inline=True)
-def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
-    """Add to ``c[i0:i0 + 4, j0:j0 + 16]`` the product of a row group ``pa`` and a panel
+def _tile_6x16(c, i0, j0, pa, pb, kc, tile, first):
+    """Add to ``c[i0:i0 + 6, j0:j0 + 16]`` the product of a row group ``pa`` and a panel
     ``pb`` (float32: two 256-bit vectors a row), or with ``first`` overwrite it with
-    that product. The 64 sums stay in registers for the whole run of ``kc`` terms,
+    that product. The 96 sums (12 vectors) stay in registers for the whole run of ``kc`` terms,
     one fused multiply-add each, in ``k`` order; a block past the edge of ``c``
     ends in ``tile`` (see the module docstring)."""
-    # pa (>= kc * 4,), pb (>= kc * 16,), tile (4 * 16,), c (M, N)
+    # pa (>= kc * 6,), pb (>= kc * 16,), tile (6 * 16,), c (M, N)
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
     s08, s09, s0a, s0b, s0c, s0d, s0e, s0f = z, z, z, z, z, z, z, z
@@ -91,8 +96,12 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
     s28, s29, s2a, s2b, s2c, s2d, s2e, s2f = z, z, z, z, z, z, z, z
     s30, s31, s32, s33, s34, s35, s36, s37 = z, z, z, z, z, z, z, z
     s38, s39, s3a, s3b, s3c, s3d, s3e, s3f = z, z, z, z, z, z, z, z
+    s40, s41, s42, s43, s44, s45, s46, s47 = z, z, z, z, z, z, z, z
+    s48, s49, s4a, s4b, s4c, s4d, s4e, s4f = z, z, z, z, z, z, z, z
+    s50, s51, s52, s53, s54, s55, s56, s57 = z, z, z, z, z, z, z, z
+    s58, s59, s5a, s5b, s5c, s5d, s5e, s5f = z, z, z, z, z, z, z, z
     for k in range(kc):
-        a0, a1, a2, a3 = pa[4 * k], pa[4 * k + 1], pa[4 * k + 2], pa[4 * k + 3]
+        a0, a1, a2, a3, a4, a5 = pa[6 * k + 0], pa[6 * k + 1], pa[6 * k + 2], pa[6 * k + 3], pa[6 * k + 4], pa[6 * k + 5]
         b0, b1, b2, b3 = pb[16 * k + 0], pb[16 * k + 1], pb[16 * k + 2], pb[16 * k + 3]
         b4, b5, b6, b7 = pb[16 * k + 4], pb[16 * k + 5], pb[16 * k + 6], pb[16 * k + 7]
         b8, b9, ba, bb = pb[16 * k + 8], pb[16 * k + 9], pb[16 * k + 10], pb[16 * k + 11]
@@ -113,33 +122,53 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
         s34, s35, s36, s37 = s34 + a3 * b4, s35 + a3 * b5, s36 + a3 * b6, s37 + a3 * b7
         s38, s39, s3a, s3b = s38 + a3 * b8, s39 + a3 * b9, s3a + a3 * ba, s3b + a3 * bb
         s3c, s3d, s3e, s3f = s3c + a3 * bc, s3d + a3 * bd, s3e + a3 * be, s3f + a3 * bf
+        s40, s41, s42, s43 = s40 + a4 * b0, s41 + a4 * b1, s42 + a4 * b2, s43 + a4 * b3
+        s44, s45, s46, s47 = s44 + a4 * b4, s45 + a4 * b5, s46 + a4 * b6, s47 + a4 * b7
+        s48, s49, s4a, s4b = s48 + a4 * b8, s49 + a4 * b9, s4a + a4 * ba, s4b + a4 * bb
+        s4c, s4d, s4e, s4f = s4c + a4 * bc, s4d + a4 * bd, s4e + a4 * be, s4f + a4 * bf
+        s50, s51, s52, s53 = s50 + a5 * b0, s51 + a5 * b1, s52 + a5 * b2, s53 + a5 * b3
+        s54, s55, s56, s57 = s54 + a5 * b4, s55 + a5 * b5, s56 + a5 * b6, s57 + a5 * b7
+        s58, s59, s5a, s5b = s58 + a5 * b8, s59 + a5 * b9, s5a + a5 * ba, s5b + a5 * bb
+        s5c, s5d, s5e, s5f = s5c + a5 * bc, s5d + a5 * bd, s5e + a5 * be, s5f + a5 * bf
     M, N = c.shape
-    if i0 + 4 <= M and j0 + 16 <= N and not first:
-        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3] = c[i0, j0] + s00, c[i0, j0 + 1] + s01, c[i0, j0 + 2] + s02, c[i0, j0 + 3] + s03
-        c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = c[i0, j0 + 4] + s04, c[i0, j0 + 5] + s05, c[i0, j0 + 6] + s06, c[i0, j0 + 7] + s07
-        c[i0, j0 + 8], c[i0, j0 + 9], c[i0, j0 + 10], c[i0, j0 + 11] = c[i0, j0 + 8] + s08, c[i0, j0 + 9] + s09, c[i0, j0 + 10] + s0a, c[i0, j0 + 11] + s0b
-        c[i0, j0 + 12], c[i0, j0 + 13], c[i0, j0 + 14], c[i0, j0 + 15] = c[i0, j0 + 12] + s0c, c[i0, j0 + 13] + s0d, c[i0, j0 + 14] + s0e, c[i0, j0 + 15] + s0f
-        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
+    if i0 + 6 <= M and j0 + 16 <= N and not first:
+        c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3] = c[i0 + 0, j0 + 0] + s00, c[i0 + 0, j0 + 1] + s01, c[i0 + 0, j0 + 2] + s02, c[i0 + 0, j0 + 3] + s03
+        c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = c[i0 + 0, j0 + 4] + s04, c[i0 + 0, j0 + 5] + s05, c[i0 + 0, j0 + 6] + s06, c[i0 + 0, j0 + 7] + s07
+        c[i0 + 0, j0 + 8], c[i0 + 0, j0 + 9], c[i0 + 0, j0 + 10], c[i0 + 0, j0 + 11] = c[i0 + 0, j0 + 8] + s08, c[i0 + 0, j0 + 9] + s09, c[i0 + 0, j0 + 10] + s0a, c[i0 + 0, j0 + 11] + s0b
+        c[i0 + 0, j0 + 12], c[i0 + 0, j0 + 13], c[i0 + 0, j0 + 14], c[i0 + 0, j0 + 15] = c[i0 + 0, j0 + 12] + s0c, c[i0 + 0, j0 + 13] + s0d, c[i0 + 0, j0 + 14] + s0e, c[i0 + 0, j0 + 15] + s0f
+        c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0 + 0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
         c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = c[i0 + 1, j0 + 4] + s14, c[i0 + 1, j0 + 5] + s15, c[i0 + 1, j0 + 6] + s16, c[i0 + 1, j0 + 7] + s17
         c[i0 + 1, j0 + 8], c[i0 + 1, j0 + 9], c[i0 + 1, j0 + 10], c[i0 + 1, j0 + 11] = c[i0 + 1, j0 + 8] + s18, c[i0 + 1, j0 + 9] + s19, c[i0 + 1, j0 + 10] + s1a, c[i0 + 1, j0 + 11] + s1b
         c[i0 + 1, j0 + 12], c[i0 + 1, j0 + 13], c[i0 + 1, j0 + 14], c[i0 + 1, j0 + 15] = c[i0 + 1, j0 + 12] + s1c, c[i0 + 1, j0 + 13] + s1d, c[i0 + 1, j0 + 14] + s1e, c[i0 + 1, j0 + 15] + s1f
-        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = c[i0 + 2, j0] + s20, c[i0 + 2, j0 + 1] + s21, c[i0 + 2, j0 + 2] + s22, c[i0 + 2, j0 + 3] + s23
+        c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = c[i0 + 2, j0 + 0] + s20, c[i0 + 2, j0 + 1] + s21, c[i0 + 2, j0 + 2] + s22, c[i0 + 2, j0 + 3] + s23
         c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = c[i0 + 2, j0 + 4] + s24, c[i0 + 2, j0 + 5] + s25, c[i0 + 2, j0 + 6] + s26, c[i0 + 2, j0 + 7] + s27
         c[i0 + 2, j0 + 8], c[i0 + 2, j0 + 9], c[i0 + 2, j0 + 10], c[i0 + 2, j0 + 11] = c[i0 + 2, j0 + 8] + s28, c[i0 + 2, j0 + 9] + s29, c[i0 + 2, j0 + 10] + s2a, c[i0 + 2, j0 + 11] + s2b
         c[i0 + 2, j0 + 12], c[i0 + 2, j0 + 13], c[i0 + 2, j0 + 14], c[i0 + 2, j0 + 15] = c[i0 + 2, j0 + 12] + s2c, c[i0 + 2, j0 + 13] + s2d, c[i0 + 2, j0 + 14] + s2e, c[i0 + 2, j0 + 15] + s2f
-        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
+        c[i0 + 3, j0 + 0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0 + 0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
         c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = c[i0 + 3, j0 + 4] + s34, c[i0 + 3, j0 + 5] + s35, c[i0 + 3, j0 + 6] + s36, c[i0 + 3, j0 + 7] + s37
         c[i0 + 3, j0 + 8], c[i0 + 3, j0 + 9], c[i0 + 3, j0 + 10], c[i0 + 3, j0 + 11] = c[i0 + 3, j0 + 8] + s38, c[i0 + 3, j0 + 9] + s39, c[i0 + 3, j0 + 10] + s3a, c[i0 + 3, j0 + 11] + s3b
         c[i0 + 3, j0 + 12], c[i0 + 3, j0 + 13], c[i0 + 3, j0 + 14], c[i0 + 3, j0 + 15] = c[i0 + 3, j0 + 12] + s3c, c[i0 + 3, j0 + 13] + s3d, c[i0 + 3, j0 + 14] + s3e, c[i0 + 3, j0 + 15] + s3f
-    elif i0 + 4 <= M and j0 + 16 <= N:
-        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3], c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
-        c[i0, j0 + 8], c[i0, j0 + 9], c[i0, j0 + 10], c[i0, j0 + 11], c[i0, j0 + 12], c[i0, j0 + 13], c[i0, j0 + 14], c[i0, j0 + 15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
-        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
+        c[i0 + 4, j0 + 0], c[i0 + 4, j0 + 1], c[i0 + 4, j0 + 2], c[i0 + 4, j0 + 3] = c[i0 + 4, j0 + 0] + s40, c[i0 + 4, j0 + 1] + s41, c[i0 + 4, j0 + 2] + s42, c[i0 + 4, j0 + 3] + s43
+        c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = c[i0 + 4, j0 + 4] + s44, c[i0 + 4, j0 + 5] + s45, c[i0 + 4, j0 + 6] + s46, c[i0 + 4, j0 + 7] + s47
+        c[i0 + 4, j0 + 8], c[i0 + 4, j0 + 9], c[i0 + 4, j0 + 10], c[i0 + 4, j0 + 11] = c[i0 + 4, j0 + 8] + s48, c[i0 + 4, j0 + 9] + s49, c[i0 + 4, j0 + 10] + s4a, c[i0 + 4, j0 + 11] + s4b
+        c[i0 + 4, j0 + 12], c[i0 + 4, j0 + 13], c[i0 + 4, j0 + 14], c[i0 + 4, j0 + 15] = c[i0 + 4, j0 + 12] + s4c, c[i0 + 4, j0 + 13] + s4d, c[i0 + 4, j0 + 14] + s4e, c[i0 + 4, j0 + 15] + s4f
+        c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3] = c[i0 + 5, j0 + 0] + s50, c[i0 + 5, j0 + 1] + s51, c[i0 + 5, j0 + 2] + s52, c[i0 + 5, j0 + 3] + s53
+        c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = c[i0 + 5, j0 + 4] + s54, c[i0 + 5, j0 + 5] + s55, c[i0 + 5, j0 + 6] + s56, c[i0 + 5, j0 + 7] + s57
+        c[i0 + 5, j0 + 8], c[i0 + 5, j0 + 9], c[i0 + 5, j0 + 10], c[i0 + 5, j0 + 11] = c[i0 + 5, j0 + 8] + s58, c[i0 + 5, j0 + 9] + s59, c[i0 + 5, j0 + 10] + s5a, c[i0 + 5, j0 + 11] + s5b
+        c[i0 + 5, j0 + 12], c[i0 + 5, j0 + 13], c[i0 + 5, j0 + 14], c[i0 + 5, j0 + 15] = c[i0 + 5, j0 + 12] + s5c, c[i0 + 5, j0 + 13] + s5d, c[i0 + 5, j0 + 14] + s5e, c[i0 + 5, j0 + 15] + s5f
+    elif i0 + 6 <= M and j0 + 16 <= N:
+        c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3], c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
+        c[i0 + 0, j0 + 8], c[i0 + 0, j0 + 9], c[i0 + 0, j0 + 10], c[i0 + 0, j0 + 11], c[i0 + 0, j0 + 12], c[i0 + 0, j0 + 13], c[i0 + 0, j0 + 14], c[i0 + 0, j0 + 15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
+        c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
         c[i0 + 1, j0 + 8], c[i0 + 1, j0 + 9], c[i0 + 1, j0 + 10], c[i0 + 1, j0 + 11], c[i0 + 1, j0 + 12], c[i0 + 1, j0 + 13], c[i0 + 1, j0 + 14], c[i0 + 1, j0 + 15] = s18, s19, s1a, s1b, s1c, s1d, s1e, s1f
-        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
+        c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
         c[i0 + 2, j0 + 8], c[i0 + 2, j0 + 9], c[i0 + 2, j0 + 10], c[i0 + 2, j0 + 11], c[i0 + 2, j0 + 12], c[i0 + 2, j0 + 13], c[i0 + 2, j0 + 14], c[i0 + 2, j0 + 15] = s28, s29, s2a, s2b, s2c, s2d, s2e, s2f
-        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3], c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = s30, s31, s32, s33, s34, s35, s36, s37
+        c[i0 + 3, j0 + 0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3], c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = s30, s31, s32, s33, s34, s35, s36, s37
         c[i0 + 3, j0 + 8], c[i0 + 3, j0 + 9], c[i0 + 3, j0 + 10], c[i0 + 3, j0 + 11], c[i0 + 3, j0 + 12], c[i0 + 3, j0 + 13], c[i0 + 3, j0 + 14], c[i0 + 3, j0 + 15] = s38, s39, s3a, s3b, s3c, s3d, s3e, s3f
+        c[i0 + 4, j0 + 0], c[i0 + 4, j0 + 1], c[i0 + 4, j0 + 2], c[i0 + 4, j0 + 3], c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = s40, s41, s42, s43, s44, s45, s46, s47
+        c[i0 + 4, j0 + 8], c[i0 + 4, j0 + 9], c[i0 + 4, j0 + 10], c[i0 + 4, j0 + 11], c[i0 + 4, j0 + 12], c[i0 + 4, j0 + 13], c[i0 + 4, j0 + 14], c[i0 + 4, j0 + 15] = s48, s49, s4a, s4b, s4c, s4d, s4e, s4f
+        c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3], c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = s50, s51, s52, s53, s54, s55, s56, s57
+        c[i0 + 5, j0 + 8], c[i0 + 5, j0 + 9], c[i0 + 5, j0 + 10], c[i0 + 5, j0 + 11], c[i0 + 5, j0 + 12], c[i0 + 5, j0 + 13], c[i0 + 5, j0 + 14], c[i0 + 5, j0 + 15] = s58, s59, s5a, s5b, s5c, s5d, s5e, s5f
     else:  # a block at the edge: through the buffer, the part inside c
         tile[0], tile[1], tile[2], tile[3], tile[4], tile[5], tile[6], tile[7] = s00, s01, s02, s03, s04, s05, s06, s07
         tile[8], tile[9], tile[10], tile[11], tile[12], tile[13], tile[14], tile[15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
@@ -149,7 +178,11 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
         tile[40], tile[41], tile[42], tile[43], tile[44], tile[45], tile[46], tile[47] = s28, s29, s2a, s2b, s2c, s2d, s2e, s2f
         tile[48], tile[49], tile[50], tile[51], tile[52], tile[53], tile[54], tile[55] = s30, s31, s32, s33, s34, s35, s36, s37
         tile[56], tile[57], tile[58], tile[59], tile[60], tile[61], tile[62], tile[63] = s38, s39, s3a, s3b, s3c, s3d, s3e, s3f
-        for r in range(min(4, M - i0)):
+        tile[64], tile[65], tile[66], tile[67], tile[68], tile[69], tile[70], tile[71] = s40, s41, s42, s43, s44, s45, s46, s47
+        tile[72], tile[73], tile[74], tile[75], tile[76], tile[77], tile[78], tile[79] = s48, s49, s4a, s4b, s4c, s4d, s4e, s4f
+        tile[80], tile[81], tile[82], tile[83], tile[84], tile[85], tile[86], tile[87] = s50, s51, s52, s53, s54, s55, s56, s57
+        tile[88], tile[89], tile[90], tile[91], tile[92], tile[93], tile[94], tile[95] = s58, s59, s5a, s5b, s5c, s5d, s5e, s5f
+        for r in range(min(6, M - i0)):
             for j in range(min(16, N - j0)):
                 if first:
                     c[i0 + r, j0 + j] = tile[16 * r + j]
@@ -158,20 +191,22 @@ def _tile_4x16(c, i0, j0, pa, pb, kc, tile, first):
 
 
 @jit(reassoc=False, inline=True)
-def _tile_4x8(c, i0, j0, pa, pb, kc, tile, first):
-    """Add to ``c[i0:i0 + 4, j0:j0 + 8]`` the product of a row group ``pa`` and a panel
+def _tile_6x8(c, i0, j0, pa, pb, kc, tile, first):
+    """Add to ``c[i0:i0 + 6, j0:j0 + 8]`` the product of a row group ``pa`` and a panel
     ``pb`` (float64: two 256-bit vectors a row), or with ``first`` overwrite it with
-    that product. The 32 sums stay in registers for the whole run of ``kc`` terms,
+    that product. The 48 sums (12 vectors) stay in registers for the whole run of ``kc`` terms,
     one fused multiply-add each, in ``k`` order; a block past the edge of ``c``
     ends in ``tile`` (see the module docstring)."""
-    # pa (>= kc * 4,), pb (>= kc * 8,), tile (4 * 8,), c (M, N)
+    # pa (>= kc * 6,), pb (>= kc * 8,), tile (6 * 8,), c (M, N)
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
     s10, s11, s12, s13, s14, s15, s16, s17 = z, z, z, z, z, z, z, z
     s20, s21, s22, s23, s24, s25, s26, s27 = z, z, z, z, z, z, z, z
     s30, s31, s32, s33, s34, s35, s36, s37 = z, z, z, z, z, z, z, z
+    s40, s41, s42, s43, s44, s45, s46, s47 = z, z, z, z, z, z, z, z
+    s50, s51, s52, s53, s54, s55, s56, s57 = z, z, z, z, z, z, z, z
     for k in range(kc):
-        a0, a1, a2, a3 = pa[4 * k], pa[4 * k + 1], pa[4 * k + 2], pa[4 * k + 3]
+        a0, a1, a2, a3, a4, a5 = pa[6 * k + 0], pa[6 * k + 1], pa[6 * k + 2], pa[6 * k + 3], pa[6 * k + 4], pa[6 * k + 5]
         b0, b1, b2, b3 = pb[8 * k + 0], pb[8 * k + 1], pb[8 * k + 2], pb[8 * k + 3]
         b4, b5, b6, b7 = pb[8 * k + 4], pb[8 * k + 5], pb[8 * k + 6], pb[8 * k + 7]
         s00, s01, s02, s03 = s00 + a0 * b0, s01 + a0 * b1, s02 + a0 * b2, s03 + a0 * b3
@@ -182,27 +217,39 @@ def _tile_4x8(c, i0, j0, pa, pb, kc, tile, first):
         s24, s25, s26, s27 = s24 + a2 * b4, s25 + a2 * b5, s26 + a2 * b6, s27 + a2 * b7
         s30, s31, s32, s33 = s30 + a3 * b0, s31 + a3 * b1, s32 + a3 * b2, s33 + a3 * b3
         s34, s35, s36, s37 = s34 + a3 * b4, s35 + a3 * b5, s36 + a3 * b6, s37 + a3 * b7
+        s40, s41, s42, s43 = s40 + a4 * b0, s41 + a4 * b1, s42 + a4 * b2, s43 + a4 * b3
+        s44, s45, s46, s47 = s44 + a4 * b4, s45 + a4 * b5, s46 + a4 * b6, s47 + a4 * b7
+        s50, s51, s52, s53 = s50 + a5 * b0, s51 + a5 * b1, s52 + a5 * b2, s53 + a5 * b3
+        s54, s55, s56, s57 = s54 + a5 * b4, s55 + a5 * b5, s56 + a5 * b6, s57 + a5 * b7
     M, N = c.shape
-    if i0 + 4 <= M and j0 + 8 <= N and not first:
-        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3] = c[i0, j0] + s00, c[i0, j0 + 1] + s01, c[i0, j0 + 2] + s02, c[i0, j0 + 3] + s03
-        c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = c[i0, j0 + 4] + s04, c[i0, j0 + 5] + s05, c[i0, j0 + 6] + s06, c[i0, j0 + 7] + s07
-        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
+    if i0 + 6 <= M and j0 + 8 <= N and not first:
+        c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3] = c[i0 + 0, j0 + 0] + s00, c[i0 + 0, j0 + 1] + s01, c[i0 + 0, j0 + 2] + s02, c[i0 + 0, j0 + 3] + s03
+        c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = c[i0 + 0, j0 + 4] + s04, c[i0 + 0, j0 + 5] + s05, c[i0 + 0, j0 + 6] + s06, c[i0 + 0, j0 + 7] + s07
+        c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0 + 0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
         c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = c[i0 + 1, j0 + 4] + s14, c[i0 + 1, j0 + 5] + s15, c[i0 + 1, j0 + 6] + s16, c[i0 + 1, j0 + 7] + s17
-        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = c[i0 + 2, j0] + s20, c[i0 + 2, j0 + 1] + s21, c[i0 + 2, j0 + 2] + s22, c[i0 + 2, j0 + 3] + s23
+        c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = c[i0 + 2, j0 + 0] + s20, c[i0 + 2, j0 + 1] + s21, c[i0 + 2, j0 + 2] + s22, c[i0 + 2, j0 + 3] + s23
         c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = c[i0 + 2, j0 + 4] + s24, c[i0 + 2, j0 + 5] + s25, c[i0 + 2, j0 + 6] + s26, c[i0 + 2, j0 + 7] + s27
-        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
+        c[i0 + 3, j0 + 0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = c[i0 + 3, j0 + 0] + s30, c[i0 + 3, j0 + 1] + s31, c[i0 + 3, j0 + 2] + s32, c[i0 + 3, j0 + 3] + s33
         c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = c[i0 + 3, j0 + 4] + s34, c[i0 + 3, j0 + 5] + s35, c[i0 + 3, j0 + 6] + s36, c[i0 + 3, j0 + 7] + s37
-    elif i0 + 4 <= M and j0 + 8 <= N:
-        c[i0, j0], c[i0, j0 + 1], c[i0, j0 + 2], c[i0, j0 + 3], c[i0, j0 + 4], c[i0, j0 + 5], c[i0, j0 + 6], c[i0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
-        c[i0 + 1, j0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
-        c[i0 + 2, j0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
-        c[i0 + 3, j0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3], c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = s30, s31, s32, s33, s34, s35, s36, s37
+        c[i0 + 4, j0 + 0], c[i0 + 4, j0 + 1], c[i0 + 4, j0 + 2], c[i0 + 4, j0 + 3] = c[i0 + 4, j0 + 0] + s40, c[i0 + 4, j0 + 1] + s41, c[i0 + 4, j0 + 2] + s42, c[i0 + 4, j0 + 3] + s43
+        c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = c[i0 + 4, j0 + 4] + s44, c[i0 + 4, j0 + 5] + s45, c[i0 + 4, j0 + 6] + s46, c[i0 + 4, j0 + 7] + s47
+        c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3] = c[i0 + 5, j0 + 0] + s50, c[i0 + 5, j0 + 1] + s51, c[i0 + 5, j0 + 2] + s52, c[i0 + 5, j0 + 3] + s53
+        c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = c[i0 + 5, j0 + 4] + s54, c[i0 + 5, j0 + 5] + s55, c[i0 + 5, j0 + 6] + s56, c[i0 + 5, j0 + 7] + s57
+    elif i0 + 6 <= M and j0 + 8 <= N:
+        c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3], c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
+        c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
+        c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
+        c[i0 + 3, j0 + 0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3], c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = s30, s31, s32, s33, s34, s35, s36, s37
+        c[i0 + 4, j0 + 0], c[i0 + 4, j0 + 1], c[i0 + 4, j0 + 2], c[i0 + 4, j0 + 3], c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = s40, s41, s42, s43, s44, s45, s46, s47
+        c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3], c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = s50, s51, s52, s53, s54, s55, s56, s57
     else:  # a block at the edge: through the buffer, the part inside c
         tile[0], tile[1], tile[2], tile[3], tile[4], tile[5], tile[6], tile[7] = s00, s01, s02, s03, s04, s05, s06, s07
         tile[8], tile[9], tile[10], tile[11], tile[12], tile[13], tile[14], tile[15] = s10, s11, s12, s13, s14, s15, s16, s17
         tile[16], tile[17], tile[18], tile[19], tile[20], tile[21], tile[22], tile[23] = s20, s21, s22, s23, s24, s25, s26, s27
         tile[24], tile[25], tile[26], tile[27], tile[28], tile[29], tile[30], tile[31] = s30, s31, s32, s33, s34, s35, s36, s37
-        for r in range(min(4, M - i0)):
+        tile[32], tile[33], tile[34], tile[35], tile[36], tile[37], tile[38], tile[39] = s40, s41, s42, s43, s44, s45, s46, s47
+        tile[40], tile[41], tile[42], tile[43], tile[44], tile[45], tile[46], tile[47] = s50, s51, s52, s53, s54, s55, s56, s57
+        for r in range(min(6, M - i0)):
             for j in range(min(8, N - j0)):
                 if first:
                     c[i0 + r, j0 + j] = tile[8 * r + j]
@@ -210,37 +257,36 @@ def _tile_4x8(c, i0, j0, pa, pb, kc, tile, first):
                     c[i0 + r, j0 + j] += tile[8 * r + j]
 
 
-
 @jit(reassoc=False)
-def _tiles_4x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
-    """:func:`_tile_4x16` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
+def _tiles_6x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+    """:func:`_tile_6x16` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
     panels ``p0 .. p1`` in ``pbs``, along each row group: the row group stays in L1
     while the panels stream from L2, and ``c`` is written a row at a time."""
     for g in range(g0, g1):
         pa = pack[g * MR * K + k0 * MR:]
         for p in range(p0, p1):
-            _tile_4x16(c, g * MR, p * 16, pa, pbs[p * KC * 16:], kc, tiles[p * MR * 16:], first)
+            _tile_6x16(c, g * MR, p * 16, pa, pbs[p * KC * 16:], kc, tiles[p * MR * 16:], first)
 
 
 @jit(reassoc=False)
-def _tiles_4x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
-    """:func:`_tile_4x8` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
+def _tiles_6x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+    """:func:`_tile_6x8` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
     panels ``p0 .. p1`` in ``pbs``, along each row group: the row group stays in L1
     while the panels stream from L2, and ``c`` is written a row at a time."""
     for g in range(g0, g1):
         pa = pack[g * MR * K + k0 * MR:]
         for p in range(p0, p1):
-            _tile_4x8(c, g * MR, p * 8, pa, pbs[p * KC * 8:], kc, tiles[p * MR * 8:], first)
+            _tile_6x8(c, g * MR, p * 8, pa, pbs[p * KC * 8:], kc, tiles[p * MR * 8:], first)
 
 
 @jit(inline=True)
 def _tiles(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
-    """The micro-kernel for ``c``'s dtype (4 x 16 for float32, 4 x 8 for float64) over
+    """The micro-kernel for ``c``'s dtype (6 x 16 for float32, 6 x 8 for float64) over
     row groups ``g0 .. g1`` and panels ``p0 .. p1``."""
     if c.itemsize == 4:
-        _tiles_4x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
+        _tiles_6x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
     else:
-        _tiles_4x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
+        _tiles_6x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
 
 
 @jit(inline=True)
