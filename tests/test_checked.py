@@ -8,6 +8,7 @@ import pytest
 
 from fastnet import checked as K
 from fastnet import kernels
+from fastnet.kernels.blocked import pack_size
 from test_embedding import SIZES, copies, make_args, written
 
 f32, f64 = np.float32, np.float64
@@ -66,13 +67,13 @@ def test_shape_mismatch_names_argument_letters_and_sources():
      "gather_batch: order has shape (100,), expected (>=start+B,) = (>=112,) from x (B, D) = (32, 784) and start = 80"),
     (lambda: K.blocked_linear_forward(np.zeros((32, 100), f32), np.zeros(100, f32), np.zeros((32, 300), np.uint8),
                                       np.zeros((300, 100), f32), np.zeros(100, f32), 1 / 255),
-     "blocked_linear_forward: pack has shape (100,), expected (>=pack_size(B, D, H),) = (>=39760,) "
-     "from inp (B, D) = (32, 300) and weight (D, H) = (300, 100)"),
-    # pack_size(B, D, H) = 12184 where the weight gradient's product (D, B) @ (B, H) needs 12200.
-    (lambda: K.blocked_linear_backward_params(np.zeros((7, 30)), np.zeros(30), np.zeros(12184), np.zeros((30, 30)),
-                                              np.zeros((30, 7)), 1.0),
-     "blocked_linear_backward_params: pack has shape (12184,), expected (>=pack_size(D, B, H),) = (>=12200,) "
-     "from dout (B, H) = (30, 30) and inp (B, D) = (30, 7)"),
+     "blocked_linear_forward: pack has shape (100,), expected (>=pack_size(B, D, H),) = "
+     f"(>={pack_size(32, 300, 100)},) from inp (B, D) = (32, 300) and weight (D, H) = (300, 100)"),
+    # A pack of pack_size(B, D, H), shorter than the weight gradient's product (D, B) @ (B, H) needs.
+    (lambda: K.blocked_linear_backward_params(np.zeros((7, 30)), np.zeros(30), np.zeros(pack_size(30, 7, 30)),
+                                              np.zeros((30, 30)), np.zeros((30, 7)), 1.0),
+     f"blocked_linear_backward_params: pack has shape ({pack_size(30, 7, 30)},), expected (>=pack_size(D, B, H),) = "
+     f"(>={pack_size(7, 30, 30)},) from dout (B, H) = (30, 30) and inp (B, D) = (30, 7)"),
 ])
 def test_shape_errors(call, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):
