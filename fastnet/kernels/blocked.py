@@ -63,8 +63,9 @@ from .._jit import jit
 MR = 6
 #: Rows of a ``B`` panel: a run of terms the micro-kernel sums in registers.
 KC = 256
-#: Rows of ``A`` taken past a part's panels at a time: ``MC x KC`` of ``A`` (128 KiB) and the part's
-#: ``KC`` rows of ``B`` (a quarter of 1,024 columns: 256 KiB) stay in a core's 512 KiB L2 together.
+#: Rows of ``A`` taken past a part's panels at a time, rounded down to whole row groups (126 rows:
+#: 21 groups of 6): about ``MC x KC`` of ``A`` (126 KiB in float32) and the part's ``KC`` rows of ``B``
+#: (a quarter of 1,024 columns: 256 KiB) stay in a core's 512 KiB L2 together.
 MC = 128
 #: The widest panel (float32's 16 columns); float64's is 8.
 NR_MAX = 16
@@ -361,7 +362,7 @@ def _product(c, bias, a, b, pack, scale):
         for kb in range(blocks):
             k0, k1 = kb * K // blocks, (kb + 1) * K // blocks
             _pack_panels(pbs, b, k0, k1 - k0, p0, p1, NR)
-            for g0 in range(0, groups, MC // MR):  # MC rows of A at a time: with the part's panels, in L2
+            for g0 in range(0, groups, MC // MR):  # MC rows of A (whole groups) at a time: with the part's panels, in L2
                 _tiles(c, pack, K, k0, g0, min(groups, g0 + MC // MR), pbs, p0, p1, k1 - k0, tiles, kb == 0)
         if bias.shape[0] > 0:
             for i in range(M):
