@@ -34,10 +34,10 @@ import time
 GROUPS = (
     (("sparse_linear_forward", 0), ("sparse_linear_backward_params", 1), ("classifier_forward", 0),
      ("relu_forward", 0), ("relu_backward", 0), ("sgd_update", 0), ("momentum_update", 0), ("adam_update", 0),
-     ("dropout_key", 0), ("dropout_forward", 0), ("dropout_backward", 0), ("blocked_linear_forward", 0),
-     ("blocked_linear_backward_params", 1)),
+     ("dropout_key", 0), ("dropout_forward", 0), ("dropout_backward", 0), ("blocked_linear_relu_forward", 0),
+     ("blocked_linear_backward_input_relu", 0), ("blocked_linear_backward_params", 1)),
     (("sparse_linear_forward", 1), ("sparse_linear_backward_params", 0), ("classifier_backward", 0),
-     ("blocked_linear_forward", 1), ("blocked_linear_backward_input", 0), ("blocked_linear_backward_params", 0),
+     ("blocked_linear_relu_forward", 1), ("blocked_linear_backward_input", 0), ("blocked_linear_backward_params", 0),
      ("gather_batch", 0), ("standardize_batch", 0)),
 )
 
@@ -56,8 +56,9 @@ def kernel_signatures(dtype="float32", stored="uint8"):
     return {
         "sparse_linear_forward": [(a(2), a(2, "int32"), a(2, x), a(2), a(1), f) for x in inputs],
         "sparse_linear_backward_params": [(a(2), a(1), a(2, "int32"), a(2), a(2, x), f) for x in inputs],
-        "blocked_linear_forward": [(a(2), a(1), a(2, x), a(2), a(1), f) for x in inputs],
+        "blocked_linear_relu_forward": [(a(2), a(1), a(2, x), a(2), a(1), f) for x in inputs],
         "blocked_linear_backward_input": [(a(2), a(1), a(2), a(2))],
+        "blocked_linear_backward_input_relu": [(a(2), a(1), a(2), a(2), a(2))],
         "blocked_linear_backward_params": [(a(2), a(1), a(1), a(2), a(2, x), f) for x in inputs],
         "relu_forward": [(a(2), a(2))],
         "relu_backward": [(a(2), a(2), a(2))],

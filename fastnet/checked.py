@@ -132,9 +132,15 @@ SPECS = {
     "blocked_linear_forward": dict(
         args=dict(out=Out(FLOAT, "B", "H"), pack=Scratch(FLOAT, "P>=pack_size(B,D,H)"), inp=In(NUMBER, "B", "D"),
                   weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"), scale=REAL)),
+    "blocked_linear_relu_forward": dict(
+        args=dict(act=Out(FLOAT, "B", "H"), pack=Scratch(FLOAT, "P>=pack_size(B,D,H)"), inp=In(NUMBER, "B", "D"),
+                  weight=In(FLOAT, "D", "H"), bias=In(FLOAT, "H"), scale=REAL)),
     "blocked_linear_backward_input": dict(
         args=dict(dinp=Out(FLOAT, "B", "D"), pack=Scratch(FLOAT, "P>=pack_size(B,H,D)"), dout=In(FLOAT, "B", "H"),
                   weight=In(FLOAT, "D", "H"))),
+    "blocked_linear_backward_input_relu": dict(
+        args=dict(dpre=Out(FLOAT, "B", "D"), pack=Scratch(FLOAT, "P>=pack_size(B,H,D)"), dout=In(FLOAT, "B", "H"),
+                  weight=In(FLOAT, "D", "H"), inp=In(FLOAT, "B", "D"))),
     "blocked_linear_backward_params": dict(
         args=dict(dweight=Out(FLOAT, "D", "H"), dbias=Out(FLOAT, "H"), pack=Scratch(FLOAT, "P>=pack_size(D,B,H)"),
                   dout=In(FLOAT, "B", "H"), inp=In(NUMBER, "B", "D"), scale=REAL)),

@@ -79,13 +79,16 @@ class Activations(NamedTuple):
 
     ``x (B, D)`` the batch as stored (uint8 pixels, say: the first layer
     scales them as it reads them), ``y (B,)`` its labels. For hidden layer
-    ``i`` of width ``H_i``, ``pre`` holds its output before the ReLU and
-    ``act`` after it (no kernel writes over its own input: such a loop does
-    not vectorise), each a flat buffer of ``B * sum(H)`` that :func:`hidden`
-    cuts per layer. ``dpre`` and ``dact`` are the gradients with respect to
-    one hidden layer's ``pre`` and ``act``, ``B * max(H)`` each, reused layer
-    by layer on the way back. ``probs (B, K)`` and ``losses (B,)`` are the
-    output layer's softmax and cross-entropy.
+    ``i`` of width ``H_i``, ``act`` holds its output after the ReLU, in a flat
+    buffer of ``B * sum(H)`` that :func:`hidden` cuts per layer. The
+    register-blocked kernels take the ReLU as their sums leave the registers;
+    the sparse first layer writes its sums to ``pre`` (``B * H_0``) and the
+    ReLU reads them from there (no kernel writes over its own input: such a
+    loop does not vectorise). ``dpre`` and ``dact``, ``B * max(H)`` each,
+    take the gradients with respect to a hidden layer's input and output of
+    its ReLU on the way back, reused layer by layer (:func:`backward`).
+    ``probs (B, K)`` and ``losses (B,)`` are the output layer's softmax and
+    cross-entropy.
     """
 
     x: np.ndarray
@@ -257,20 +260,20 @@ def forward(params, acts, scratch, n, scale, dropout, seed, step):
     if L == 1:  # no hidden layer: softmax regression on the input
         output_on_input_forward(probs, losses, scratch.classifier, x, weight, bias, y, scale)
         return
-    pre, act = hidden(acts.pre, sizes, 0, n, B), hidden(acts.act, sizes, 0, n, B)
+    act = hidden(acts.act, sizes, 0, n, B)
     if scratch.blocked_first:
-        blocked_linear_forward(pre, scratch.pack, x, weight, bias, scale)
+        blocked_linear_relu_forward(act, scratch.pack, x, weight, bias, scale)
     else:
+        pre = hidden(acts.pre, sizes, 0, n, B)
         sparse_linear_forward(pre, scratch.inputs, x, weight, bias, scale)
-    relu_forward(act, pre)
+        relu_forward(act, pre)
     if dropout > 0.0:
         dropout_forward(act, dropout_key(seed, step, 0), dropout)
     for i in range(1, L - 1):
         inp = act
         weight, bias = layer(params.flat, sizes, i)
-        pre, act = hidden(acts.pre, sizes, i, n, B), hidden(acts.act, sizes, i, n, B)
-        blocked_linear_forward(pre, scratch.pack, inp, weight, bias, 1.0)
-        relu_forward(act, pre)
+        act = hidden(acts.act, sizes, i, n, B)
+        blocked_linear_relu_forward(act, scratch.pack, inp, weight, bias, 1.0)
         if dropout > 0.0:
             dropout_forward(act, dropout_key(seed, step, i), dropout)
     weight, bias = layer(params.flat, sizes, L - 1)
@@ -291,26 +294,35 @@ def backward(grads, params, acts, scratch, n, scale, dropout):
                                  weight, y, scale)
         return
     act = hidden(acts.act, sizes, L - 2, n, B)
-    classifier_backward(rows(acts.dact, n, sizes[L - 1]), dweight, dbias, scratch.classifier, probs, act,
-                        weight, y, 1.0)
+    H = sizes[L - 1]
+    classifier_backward(rows(acts.dact, n, H), dweight, dbias, scratch.classifier, probs, act, weight, y, 1.0)
+    # The gradient with respect to a hidden layer's pre-activation ("dpre") lives in one of
+    # the two buffers, the other ("spare") takes the next layer down's.
+    cur, spare = acts.dpre, acts.dact
+    dpre = rows(cur, n, H)
+    if dropout > 0.0:  # through the dropout and the ReLU at once: act > 0 where both let through
+        dropout_backward(dpre, rows(spare, n, H), act, dropout)
+    else:
+        relu_backward(dpre, rows(spare, n, H), act)
     for i in range(L - 2, -1, -1):
-        # acts.dact holds the gradient with respect to hidden layer i's output
-        H = sizes[i + 1]
-        dpre = rows(acts.dpre, n, H)
-        if dropout > 0.0:  # through the dropout and the ReLU at once: act > 0 where both let through
-            dropout_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B), dropout)
-        else:
-            relu_backward(dpre, rows(acts.dact, n, H), hidden(acts.act, sizes, i, n, B))
         dweight, dbias = layer(grads.flat, sizes, i)
         if i == 0 and scratch.blocked_first:
             blocked_linear_backward_params(dweight, dbias, scratch.pack, dpre, x, scale)
         elif i == 0:
             sparse_linear_backward_params(dweight, dbias, scratch.samples, dpre, x, scale)
         else:
-            blocked_linear_backward_params(dweight, dbias, scratch.pack, dpre,
-                                           hidden(acts.act, sizes, i - 1, n, B), 1.0)
+            below = hidden(acts.act, sizes, i - 1, n, B)
+            blocked_linear_backward_params(dweight, dbias, scratch.pack, dpre, below, 1.0)
             weight, _ = layer(params.flat, sizes, i)
-            blocked_linear_backward_input(rows(acts.dact, n, sizes[i]), scratch.pack, dpre, weight)
+            down = rows(spare, n, sizes[i])
+            if dropout > 0.0:  # the input gradient, then through the dropout and the ReLU below
+                blocked_linear_backward_input(down, scratch.pack, dpre, weight)
+                dpre = rows(cur, n, sizes[i])
+                dropout_backward(dpre, down, below, dropout)
+            else:  # the input gradient through the ReLU below, in one pass
+                blocked_linear_backward_input_relu(down, scratch.pack, dpre, weight, below)
+                dpre = down
+                cur, spare = spare, cur
 
 
 def update(params, grads, moments, settings, step):
@@ -378,7 +390,7 @@ def allocate(sizes, batch_size, dtype, input_dtype, blocked_first=False):
     acts = Activations(
         x=np.zeros((B, sizes[0]), input_dtype),
         y=np.zeros(B, np.int32),
-        pre=np.zeros(B * sum(widths), dtype),
+        pre=np.zeros(B * widths[0] if widths else 0, dtype),  # the sparse first layer's sums
         act=np.zeros(B * sum(widths), dtype),
         dpre=np.zeros(B * widest, dtype),
         dact=np.zeros(B * widest, dtype),

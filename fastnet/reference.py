@@ -63,6 +63,21 @@ def blocked_linear_backward_input(dinp, pack, dout, weight):
     linear_backward_input(dinp, dout, weight)
 
 
+def blocked_linear_relu_forward(act, pack, inp, weight, bias, scale):
+    """:func:`blocked_linear_forward`, then :func:`relu_forward` on its output."""
+    # inp (B, D) any numeric dtype, weight (D, H), bias (H,), act (B, H), pack (P,)
+    blocked_linear_forward(act, pack, inp, weight, bias, scale)
+    relu_forward(act, act)
+
+
+def blocked_linear_backward_input_relu(dpre, pack, dout, weight, inp):
+    """:func:`blocked_linear_backward_input`, then :func:`relu_backward` through the ReLU
+    whose output is ``inp``: the gradient with respect to that ReLU's input."""
+    # dout (B, H), weight (D, H), inp (B, D), dpre (B, D), pack (P,)
+    blocked_linear_backward_input(dpre, pack, dout, weight)
+    relu_backward(dpre, dpre, inp)
+
+
 def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
     """:func:`linear_backward_params` of ``scale * inp``; ``pack`` is the kernel's scratch space."""
     # dout (B, H), inp (B, D) any numeric dtype, dweight (D, H), dbias (H,), pack (P,)

@@ -81,7 +81,9 @@ def test_shape_errors(call, message):
 
 
 @pytest.mark.parametrize("name, letters", [("blocked_linear_forward", "BDH"), ("blocked_linear_backward_input", "BHD"),
-                                           ("blocked_linear_backward_params", "DBH")])
+                                           ("blocked_linear_backward_params", "DBH"),
+                                           ("blocked_linear_relu_forward", "BDH"),
+                                           ("blocked_linear_backward_input_relu", "BHD")])
 def test_blocked_pack_holds_at_least_pack_size_of_its_product(rng, name, letters):
     """A pack of exactly ``pack_size`` of the kernel's product runs; one element less is refused."""
     args = make_args(name, f32, rng)

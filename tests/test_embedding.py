@@ -223,8 +223,8 @@ def user_classifier_in_chunks(probs, losses, dinp, part_dw, part_db, scratch, x,
 
 
 @njit(parallel=True)
-def user_blocked_in_chunks(out, dinp, dweight, dbias, part_dw, part_db, packs, x, dout, weight, bias, scale,
-                           chunks):
+def user_blocked_in_chunks(out, act, dinp, dpre, dweight, dbias, part_dw, part_db, packs, x, dout, weight, bias,
+                           scale, chunks):
     """The register-blocked kernels on each chunk's rows, each chunk with a ``pack``
     of its own; the weight gradient summed over the batch through partial
     buffers, reduced in chunk order."""
@@ -232,7 +232,9 @@ def user_blocked_in_chunks(out, dinp, dweight, dbias, part_dw, part_db, packs, x
     for c in prange(chunks):
         lo, hi = c * B // chunks, (c + 1) * B // chunks
         kernels.blocked_linear_forward(out[lo:hi], packs[c], x[lo:hi], weight, bias, scale)
+        kernels.blocked_linear_relu_forward(act[lo:hi], packs[c], x[lo:hi], weight, bias, scale)
         kernels.blocked_linear_backward_input(dinp[lo:hi], packs[c], dout[lo:hi], weight)
+        kernels.blocked_linear_backward_input_relu(dpre[lo:hi], packs[c], dout[lo:hi], weight, x[lo:hi])
         kernels.blocked_linear_backward_params(part_dw[c], part_db[c], packs[c], dout[lo:hi], x[lo:hi], scale)
     for c in range(chunks):
         if c == 0:
@@ -251,6 +253,7 @@ PRANGE_COVERED = {
     "sgd_update", "momentum_update", "adam_update", "gather_batch", "classifier_forward", "classifier_backward",
     "dropout_forward", "dropout_backward", "standardize_batch", "augment_batch",
     "blocked_linear_forward", "blocked_linear_backward_input", "blocked_linear_backward_params",
+    "blocked_linear_relu_forward", "blocked_linear_backward_input_relu",
 }
 CHUNKS = [1, 2, 3, 8]   # 8 > the 2 threads here: several chunks per thread
 
@@ -400,25 +403,32 @@ def test_standardize_and_dropout_inside_prange(rng, dtype, chunks):
 @pytest.mark.parametrize("chunks", CHUNKS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_blocked_kernels_inside_prange(rng, dtype, chunks):
-    # H past two float32 panels and D past a float64 one, B not a multiple of the 4-row groups.
+    # H past two float32 panels and D past a float64 one, B not a multiple of the 6-row groups.
     B, D, H = 33, 21, 37
     x = (rng.standard_normal((B, D)) * (rng.random((B, D)) < 0.5)).astype(dtype)   # ReLU outputs, half zero
     dout = rng.standard_normal((B, H)).astype(dtype)
     weight, bias = rng.standard_normal((D, H)).astype(dtype), rng.standard_normal(H).astype(dtype)
     out, dinp = np.full((B, H), np.nan, dtype), np.full((B, D), np.nan, dtype)
+    act, dpre = np.full((B, H), np.nan, dtype), np.full((B, D), np.nan, dtype)
     dweight, dbias = np.full((D, H), np.nan, dtype), np.full(H, np.nan, dtype)
     part_dw, part_db = np.full((chunks, D, H), np.nan, dtype), np.full((chunks, H), np.nan, dtype)
     rows = -(-B // chunks)                              # a chunk's most rows
     P = max(kernels.pack_size(rows, D, H), kernels.pack_size(rows, H, D), kernels.pack_size(D, rows, H))
     packs = np.full((chunks, P), np.nan, dtype)         # scratch: one per chunk
-    user_blocked_in_chunks(out, dinp, dweight, dbias, part_dw, part_db, packs, x, dout, weight, bias, 1.0, chunks)
+    user_blocked_in_chunks(out, act, dinp, dpre, dweight, dbias, part_dw, part_db, packs, x, dout, weight, bias, 1.0,
+                           chunks)
 
     want_out, want_dinp = np.empty((B, H), dtype), np.empty((B, D), dtype)
     want_dw, want_db = np.empty((D, H), dtype), np.empty(H, dtype)
     reference.blocked_linear_forward(want_out, None, x, weight, bias, 1.0)
     reference.blocked_linear_backward_input(want_dinp, None, dout, weight)
     reference.blocked_linear_backward_params(want_dw, want_db, None, dout, x, 1.0)
+    want_act, want_dpre = np.empty((B, H), dtype), np.empty((B, D), dtype)
+    reference.blocked_linear_relu_forward(want_act, None, x, weight, bias, 1.0)
+    reference.blocked_linear_backward_input_relu(want_dpre, None, dout, weight, x)
     for name, got, want in [("blocked_linear_forward", out, want_out), ("blocked_linear_backward_input", dinp, want_dinp),
+                            ("blocked_linear_relu_forward", act, want_act),
+                            ("blocked_linear_backward_input_relu", dpre, want_dpre),
                             ("blocked_linear_backward_params dweight", dweight, want_dw),
                             ("blocked_linear_backward_params dbias", dbias, want_db)]:
         np.testing.assert_allclose(got, want, **tol(dtype), err_msg=f"{name} inside prange, {chunks} chunks")

@@ -43,8 +43,9 @@ def test_the_engines_share_one_loop_source():
         compiled, python = getattr(numba_ops, fn.__name__), getattr(numpy_ops, fn.__name__)
         assert python.__code__ is compiled.py_func.__code__ is fn.__code__
         # ... the numpy one runs the reference kernels, the numba one the compiled ones.
-        for kernel in ("sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_forward",
-                       "blocked_linear_backward_input", "blocked_linear_backward_params", "classifier_forward",
+        for kernel in ("sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_relu_forward",
+                       "blocked_linear_backward_input", "blocked_linear_backward_input_relu",
+                       "blocked_linear_backward_params", "classifier_forward",
                        "classifier_backward", "relu_backward", "adam_update"):
             assert python.__globals__[kernel] is getattr(reference, kernel), kernel
             assert compiled.py_func.__globals__[kernel] is getattr(kernels, kernel), kernel
@@ -55,11 +56,13 @@ def test_the_engines_share_one_loop_source():
 def test_the_passes_call_the_sparse_and_the_blocked_linear_kernels_only():
     """The linear kernels the passes name: sparse (zero pixels skipped) or register-blocked
     for the first layer, as the data decide (``Scratch.blocked_first``), register-blocked
-    for the hidden layers past it; none of the plain ones."""
+    for the hidden layers past it, with the ReLU taken in the same pass (the input gradient
+    apart from it under dropout); none of the plain ones."""
     called = set(engine.forward.__code__.co_names) | set(engine.backward.__code__.co_names)
     linear = {name for name in kernels.__all__ if "linear" in name}
-    assert called & linear == {"sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_forward",
-                               "blocked_linear_backward_input", "blocked_linear_backward_params"}
+    assert called & linear == {"sparse_linear_forward", "sparse_linear_backward_params", "blocked_linear_relu_forward",
+                               "blocked_linear_backward_input", "blocked_linear_backward_input_relu",
+                               "blocked_linear_backward_params"}
 
 
 # A fresh process (nothing compiled in it yet) trains networks of 1, 3 and 5
@@ -136,8 +139,10 @@ def test_allocate_sizes_every_buffer(sizes, blocked_first):
     assert acts.x.shape == (B, sizes[0])
     assert acts.x.dtype == (np.uint8 if widths else np.float32)
     assert acts.y.shape == (B,)
-    for buffer in (acts.pre, acts.act):
-        assert buffer.shape == (B * sum(widths),) and buffer.dtype == np.float32
+    # act holds every hidden layer's output; pre only the first's sums (the sparse first layer's,
+    # which the ReLU reads; the blocked kernels take the ReLU as they write).
+    assert acts.act.shape == (B * sum(widths),) and acts.act.dtype == np.float32
+    assert acts.pre.shape == (B * widths[0] if widths else 0,) and acts.pre.dtype == np.float32
     for buffer in (acts.dpre, acts.dact):
         assert buffer.shape == (B * max(widths, default=0),) and buffer.dtype == np.float32
     assert acts.probs.shape == (B, sizes[-1]) and acts.losses.shape == (B,)
@@ -264,7 +269,8 @@ def test_train_batches_stops_before_the_update_of_a_non_finite_batch(rng, name, 
 @pytest.mark.parametrize("name", ENGINES)
 @pytest.mark.parametrize("n", [8, 5])
 def test_forward_fills_every_layer(rng, name, n):
-    """Hidden layer ``i``'s rows sit at ``B * (H_0 + ... + H_(i-1))`` in ``pre`` and ``act``, ``n`` rows of ``H_i``."""
+    """Hidden layer ``i``'s rows sit at ``B * (H_0 + ... + H_(i-1))`` in ``act``, ``n`` rows of ``H_i``;
+    the sparse first layer's sums before the ReLU at the start of ``pre``."""
     sizes = (784, 9, 5, 10)
     net = Net(rng, sizes=sizes)
     B, acts = net.B, net.acts
@@ -276,11 +282,12 @@ def test_forward_fills_every_layer(rng, name, n):
         if i < 2:
             a = np.maximum(z, 0)
             H = sizes[i + 1]
-            pre = acts.pre[B * at:B * at + n * H].reshape(n, H)
             act = acts.act[B * at:B * at + n * H].reshape(n, H)
-            np.testing.assert_allclose(pre, z, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
             np.testing.assert_allclose(act, a, rtol=1e-12, atol=1e-12, err_msg=f"layer {i + 1}")
-            np.testing.assert_array_equal(engine.hidden(acts.pre, net.params.sizes, i, n, B), pre)
+            np.testing.assert_array_equal(engine.hidden(acts.act, net.params.sizes, i, n, B), act)
+            if i == 0:
+                pre = acts.pre[:n * H].reshape(n, H)
+                np.testing.assert_allclose(pre, z, rtol=1e-12, atol=1e-12, err_msg="layer 1 before the ReLU")
             at += H
     probs = np.exp(z - z.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)

@@ -863,7 +863,7 @@ def test_sparse_kernels_do_not_depend_on_thread_count(rng):
 # --- register-blocked dense kernels ---------------------------------------------
 
 # (B, D, H): one of everything; M, N and K (of each kernel's own product) below and
-# past the 4-row groups, the 16 (float32) and 8 (float64) column panels and the
+# past the 6-row groups, the 16 (float32) and 8 (float64) column panels and the
 # 256-term runs; more panels than the 4 parallel parts; B past the 128 rows of A
 # taken at a time (and the weight gradient's runs of 256 samples).
 BLOCKED_SHAPES = [(1, 1, 1), (3, 5, 17), (7, 17, 5), (1, 513, 100), (33, 100, 513), (128, 300, 17),
@@ -939,6 +939,42 @@ def test_blocked_linear_backward_params_matches_reference(rng, B, D, H, kind, dt
         np.testing.assert_array_equal(after, before, err_msg="blocked_linear_backward_params changed an input")
     dead = ~inp.any(axis=0)                             # an input zero for the whole batch: a zero row
     assert not got[0][dead].any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,D,H", BLOCKED_SHAPES)
+def test_blocked_relu_kernels_are_the_plain_kernel_then_the_relu(rng, B, D, H, dtype):
+    """The fused ReLU (forward) and ReLU gate (input gradient) give the bits of the plain
+    blocked kernel followed by ``relu_forward`` / ``relu_backward``, NaN included, and
+    match their reference twins."""
+    inp, scale = blocked_input(rng, "uint8", B, D, dtype)
+    weight, bias = make_layer(rng, D, H, dtype)
+    weight[0, 0] = np.nan                               # a NaN sum stays NaN through the ReLU
+    plain = garbage((B, H), dtype)
+    kernels.blocked_linear_forward(plain, blocked_pack(B, D, H, dtype), inp, weight, bias, scale)
+    want = garbage((B, H), dtype)
+    kernels.relu_forward(want, plain)
+    got = garbage((B, H), dtype)
+    kernels.blocked_linear_relu_forward(got, blocked_pack(B, D, H, dtype), inp, weight, bias, scale)
+    np.testing.assert_array_equal(got, want, err_msg=f"blocked_linear_relu_forward {B}x{D}x{H} {dtype.__name__}")
+    twin = garbage((B, H), dtype)
+    reference.blocked_linear_relu_forward(twin, None, inp, weight, bias, scale)
+    np.testing.assert_allclose(got, twin, **tol(dtype, abs_scale(inp.astype(np.float64) * scale, np.nan_to_num(weight))))
+
+    below = np.maximum(rng.standard_normal((B, D)), 0).astype(dtype)   # the ReLU output this layer read
+    dout = rng.standard_normal((B, H)).astype(dtype)
+    dout[0, 0] = np.nan                                 # reaches only the units that were on
+    dinp = garbage((B, D), dtype)
+    kernels.blocked_linear_backward_input(dinp, blocked_pack(B, H, D, dtype), dout, weight)
+    want = garbage((B, D), dtype)
+    kernels.relu_backward(want, dinp, below)
+    got = garbage((B, D), dtype)
+    kernels.blocked_linear_backward_input_relu(got, blocked_pack(B, H, D, dtype), dout, weight, below)
+    np.testing.assert_array_equal(got, want, err_msg=f"blocked_linear_backward_input_relu {B}x{D}x{H}")
+    assert not got[below <= 0].any(), "a unit that was off passes back exactly 0"
+    twin = garbage((B, D), dtype)
+    reference.blocked_linear_backward_input_relu(twin, None, dout, weight, below)
+    np.testing.assert_allclose(got, twin, **tol(dtype, abs_scale(np.nan_to_num(dout), np.nan_to_num(weight.T))))
 
 
 def run_blocked(inp, scale, weight, bias, dout, extra=0, fill=np.nan):

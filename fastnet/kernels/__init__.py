@@ -50,7 +50,13 @@ from .activation import (
     dropout_key as dropout_key,  # a helper: exported, kept out of __all__ (see above)
 )
 from .batch import augment_batch, gather_batch, standardize_batch
-from .blocked import blocked_linear_backward_input, blocked_linear_backward_params, blocked_linear_forward
+from .blocked import (
+    blocked_linear_backward_input,
+    blocked_linear_backward_input_relu,
+    blocked_linear_backward_params,
+    blocked_linear_forward,
+    blocked_linear_relu_forward,
+)
 from .blocked import pack_size as pack_size  # a helper: exported, kept out of __all__ (see above)
 from .classifier import classifier_backward, classifier_forward
 from .linear import (
@@ -72,7 +78,9 @@ __all__ = [
     "sparse_linear_forward",
     "sparse_linear_backward_params",
     "blocked_linear_forward",
+    "blocked_linear_relu_forward",
     "blocked_linear_backward_input",
+    "blocked_linear_backward_input_relu",
     "blocked_linear_backward_params",
     "relu_forward",
     "relu_backward",

@@ -1,7 +1,7 @@
 """Register-blocked dense products for the hidden layers, the way BLIS builds a matmul.
 
 Each kernel here is one product ``C (M, N) = A (M, K) @ B (K, N)``
-(:func:`_product`; the forward pass adds its bias once the product is summed),
+(:func:`_product`; in the forward pass each sum starts from the bias),
 run in three steps:
 
 - **A is packed** once per call into groups of :data:`MR` (6) rows,
@@ -19,10 +19,20 @@ run in three steps:
   per ``k``, two vector loads of ``B`` and six broadcasts of ``A`` feed
   twelve fused multiply-adds, where the plain kernels of :mod:`.linear` load and store
   ``C`` around every one. At the end of the run its sums are added to ``C``,
-  or, on the first run, written to it (so ``C`` is never cleared first: the
-  weight gradient of a small batch is one run, and writing ``C`` once is
-  much of its time). A tile past an edge of ``C`` (``M % 6``, ``N % NR``)
-  goes through a small buffer; the packs are padded with zeros.
+  or, on the first run, written to it, plus the bias where there is one (so
+  ``C`` is never cleared first: the weight gradient of a small batch is one
+  run, and writing ``C`` once is much of its time). A tile past an edge of
+  ``C`` (``M % 6``, ``N % NR``) goes through a small buffer; the packs are
+  padded with zeros.
+- **The epilogue**: as the last run is written, the block just written (in
+  L1) takes the ReLU (:func:`blocked_linear_relu_forward`) or the ReLU's
+  gradient gate (:func:`blocked_linear_backward_input_relu`). The training
+  loop then never stores a hidden layer's sums before its ReLU, nor reads
+  an activation back in a pass of its own: 0.96-0.97x the epoch time at
+  784-1024-1024-10, batch 512, and 784-256-256-256-10, batch 128, the same
+  bits (docs/performance.md). The ReLU stays outside the sums' registers:
+  choosing between the sums' values in the micro-kernel itself made Numba
+  compile it for ten minutes.
 
 ``K`` is cut into runs of even length of at most ``KC`` (784 terms: four
 runs of 196, not three of 256 and one of 16).
@@ -71,23 +81,44 @@ MC = 128
 NR_MAX = 16
 #: Parts a product's panels are cut into, run in parallel: each reads rows of ``B`` a quarter as long as ``C``'s.
 PARTS = 4
+#: What a product does to its sums as the last run of terms leaves the registers: nothing,
+#: the ReLU, or the ReLU's gradient gate (keep a sum where the unit was on).
+NONE, RELU, GATE = 0, 1, 2
 
 
 def pack_size(M, K, N):
     """The length of the ``pack`` scratch for ``C (M, N) = A (M, K) @ B (K, N)``: the
-    packed ``A``, a block of ``KC`` rows of ``B``, and a tile per panel."""
+    packed ``A``, a block of ``KC`` rows of ``B``, a tile per panel, and the row the sums start from."""
     groups = (M + MR - 1) // MR
-    return groups * MR * K + (KC + MR) * (N + NR_MAX)
+    return groups * MR * K + (KC + MR + 1) * (N + NR_MAX)
+
+
+@jit(inline=True)
+def _relu(s, z):
+    """The ReLU of one sum, as :func:`~fastnet.kernels.relu_forward` takes it (NaN stays NaN)."""
+    return s if not s <= z else z
+
+
+@jit(inline=True)
+def _gated(s, gate, z):
+    """One sum where its unit's ReLU was on (``gate > 0``), else 0, as
+    :func:`~fastnet.kernels.relu_backward` takes it."""
+    return s if gate > z else z
 
 
 @jit(reassoc=False, inline=True)
-def _tile_6x16(c, i0, j0, pa, pb, kc, tile, first):
-    """Add to ``c[i0:i0 + 6, j0:j0 + 16]`` the product of a row group ``pa`` and a panel
-    ``pb`` (float32: two 256-bit vectors a row), or with ``first`` overwrite it with
-    that product. The 96 sums (12 vectors) stay in registers for the whole run of ``kc`` terms,
-    one fused multiply-add each, in ``k`` order; a block past the edge of ``c``
-    ends in ``tile`` (see the module docstring)."""
-    # pa (>= kc * 6,), pb (>= kc * 16,), tile (6 * 16,), c (M, N)
+def _tile_6x16(c, i0, j0, pa, pb, kc, tile, first, last, epilogue, start, gate):
+    """Add to ``c[i0:i0 + 6, j0:j0 + 16]`` the product of a row group ``pa`` and a panel ``pb``
+    (float32: two 256-bit vectors a row) over a run of ``kc`` terms, or with ``first`` write
+    it there, plus ``start[j0:]`` (the bias) in every row unless ``start`` is empty. The
+    96 sums (12 vectors) stay in registers for the whole run, one fused multiply-add each,
+    in ``k`` order. With ``last``, the :data:`RELU` epilogue then takes the ReLU of the
+    block (NaN stays NaN), and :data:`GATE` zeroes it where ``gate`` is not positive: on
+    the block just written, in L1. A block past the edge of ``c`` goes through ``tile``
+    (see the module docstring)."""
+    # pa (>= kc * 6,), pb (>= kc * 16,), tile (6 * 16,), start (>= j0 + 16,) or (0,), c (M, N), gate (M, N) or unused
+    M, N = c.shape
+    inside = i0 + 6 <= M and j0 + 16 <= N
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
     s08, s09, s0a, s0b, s0c, s0d, s0e, s0f = z, z, z, z, z, z, z, z
@@ -131,8 +162,7 @@ def _tile_6x16(c, i0, j0, pa, pb, kc, tile, first):
         s54, s55, s56, s57 = s54 + a5 * b4, s55 + a5 * b5, s56 + a5 * b6, s57 + a5 * b7
         s58, s59, s5a, s5b = s58 + a5 * b8, s59 + a5 * b9, s5a + a5 * ba, s5b + a5 * bb
         s5c, s5d, s5e, s5f = s5c + a5 * bc, s5d + a5 * bd, s5e + a5 * be, s5f + a5 * bf
-    M, N = c.shape
-    if i0 + 6 <= M and j0 + 16 <= N and not first:
+    if inside and not first:
         c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3] = c[i0 + 0, j0 + 0] + s00, c[i0 + 0, j0 + 1] + s01, c[i0 + 0, j0 + 2] + s02, c[i0 + 0, j0 + 3] + s03
         c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = c[i0 + 0, j0 + 4] + s04, c[i0 + 0, j0 + 5] + s05, c[i0 + 0, j0 + 6] + s06, c[i0 + 0, j0 + 7] + s07
         c[i0 + 0, j0 + 8], c[i0 + 0, j0 + 9], c[i0 + 0, j0 + 10], c[i0 + 0, j0 + 11] = c[i0 + 0, j0 + 8] + s08, c[i0 + 0, j0 + 9] + s09, c[i0 + 0, j0 + 10] + s0a, c[i0 + 0, j0 + 11] + s0b
@@ -157,7 +187,34 @@ def _tile_6x16(c, i0, j0, pa, pb, kc, tile, first):
         c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = c[i0 + 5, j0 + 4] + s54, c[i0 + 5, j0 + 5] + s55, c[i0 + 5, j0 + 6] + s56, c[i0 + 5, j0 + 7] + s57
         c[i0 + 5, j0 + 8], c[i0 + 5, j0 + 9], c[i0 + 5, j0 + 10], c[i0 + 5, j0 + 11] = c[i0 + 5, j0 + 8] + s58, c[i0 + 5, j0 + 9] + s59, c[i0 + 5, j0 + 10] + s5a, c[i0 + 5, j0 + 11] + s5b
         c[i0 + 5, j0 + 12], c[i0 + 5, j0 + 13], c[i0 + 5, j0 + 14], c[i0 + 5, j0 + 15] = c[i0 + 5, j0 + 12] + s5c, c[i0 + 5, j0 + 13] + s5d, c[i0 + 5, j0 + 14] + s5e, c[i0 + 5, j0 + 15] + s5f
-    elif i0 + 6 <= M and j0 + 16 <= N:
+    elif inside and start.shape[0] > 0:  # the first run: the sums plus where they start (the bias)
+        t0, t1, t2, t3, t4, t5, t6, t7 = start[j0 + 0], start[j0 + 1], start[j0 + 2], start[j0 + 3], start[j0 + 4], start[j0 + 5], start[j0 + 6], start[j0 + 7]
+        t8, t9, ta, tb, tc, td, te, tf = start[j0 + 8], start[j0 + 9], start[j0 + 10], start[j0 + 11], start[j0 + 12], start[j0 + 13], start[j0 + 14], start[j0 + 15]
+        c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3] = t0 + s00, t1 + s01, t2 + s02, t3 + s03
+        c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = t4 + s04, t5 + s05, t6 + s06, t7 + s07
+        c[i0 + 0, j0 + 8], c[i0 + 0, j0 + 9], c[i0 + 0, j0 + 10], c[i0 + 0, j0 + 11] = t8 + s08, t9 + s09, ta + s0a, tb + s0b
+        c[i0 + 0, j0 + 12], c[i0 + 0, j0 + 13], c[i0 + 0, j0 + 14], c[i0 + 0, j0 + 15] = tc + s0c, td + s0d, te + s0e, tf + s0f
+        c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = t0 + s10, t1 + s11, t2 + s12, t3 + s13
+        c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = t4 + s14, t5 + s15, t6 + s16, t7 + s17
+        c[i0 + 1, j0 + 8], c[i0 + 1, j0 + 9], c[i0 + 1, j0 + 10], c[i0 + 1, j0 + 11] = t8 + s18, t9 + s19, ta + s1a, tb + s1b
+        c[i0 + 1, j0 + 12], c[i0 + 1, j0 + 13], c[i0 + 1, j0 + 14], c[i0 + 1, j0 + 15] = tc + s1c, td + s1d, te + s1e, tf + s1f
+        c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = t0 + s20, t1 + s21, t2 + s22, t3 + s23
+        c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = t4 + s24, t5 + s25, t6 + s26, t7 + s27
+        c[i0 + 2, j0 + 8], c[i0 + 2, j0 + 9], c[i0 + 2, j0 + 10], c[i0 + 2, j0 + 11] = t8 + s28, t9 + s29, ta + s2a, tb + s2b
+        c[i0 + 2, j0 + 12], c[i0 + 2, j0 + 13], c[i0 + 2, j0 + 14], c[i0 + 2, j0 + 15] = tc + s2c, td + s2d, te + s2e, tf + s2f
+        c[i0 + 3, j0 + 0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = t0 + s30, t1 + s31, t2 + s32, t3 + s33
+        c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = t4 + s34, t5 + s35, t6 + s36, t7 + s37
+        c[i0 + 3, j0 + 8], c[i0 + 3, j0 + 9], c[i0 + 3, j0 + 10], c[i0 + 3, j0 + 11] = t8 + s38, t9 + s39, ta + s3a, tb + s3b
+        c[i0 + 3, j0 + 12], c[i0 + 3, j0 + 13], c[i0 + 3, j0 + 14], c[i0 + 3, j0 + 15] = tc + s3c, td + s3d, te + s3e, tf + s3f
+        c[i0 + 4, j0 + 0], c[i0 + 4, j0 + 1], c[i0 + 4, j0 + 2], c[i0 + 4, j0 + 3] = t0 + s40, t1 + s41, t2 + s42, t3 + s43
+        c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = t4 + s44, t5 + s45, t6 + s46, t7 + s47
+        c[i0 + 4, j0 + 8], c[i0 + 4, j0 + 9], c[i0 + 4, j0 + 10], c[i0 + 4, j0 + 11] = t8 + s48, t9 + s49, ta + s4a, tb + s4b
+        c[i0 + 4, j0 + 12], c[i0 + 4, j0 + 13], c[i0 + 4, j0 + 14], c[i0 + 4, j0 + 15] = tc + s4c, td + s4d, te + s4e, tf + s4f
+        c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3] = t0 + s50, t1 + s51, t2 + s52, t3 + s53
+        c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = t4 + s54, t5 + s55, t6 + s56, t7 + s57
+        c[i0 + 5, j0 + 8], c[i0 + 5, j0 + 9], c[i0 + 5, j0 + 10], c[i0 + 5, j0 + 11] = t8 + s58, t9 + s59, ta + s5a, tb + s5b
+        c[i0 + 5, j0 + 12], c[i0 + 5, j0 + 13], c[i0 + 5, j0 + 14], c[i0 + 5, j0 + 15] = tc + s5c, td + s5d, te + s5e, tf + s5f
+    elif inside:
         c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3], c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
         c[i0 + 0, j0 + 8], c[i0 + 0, j0 + 9], c[i0 + 0, j0 + 10], c[i0 + 0, j0 + 11], c[i0 + 0, j0 + 12], c[i0 + 0, j0 + 13], c[i0 + 0, j0 + 14], c[i0 + 0, j0 + 15] = s08, s09, s0a, s0b, s0c, s0d, s0e, s0f
         c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
@@ -185,20 +242,32 @@ def _tile_6x16(c, i0, j0, pa, pb, kc, tile, first):
         tile[88], tile[89], tile[90], tile[91], tile[92], tile[93], tile[94], tile[95] = s58, s59, s5a, s5b, s5c, s5d, s5e, s5f
         for r in range(min(6, M - i0)):
             for j in range(min(16, N - j0)):
-                if first:
-                    c[i0 + r, j0 + j] = tile[16 * r + j]
-                else:
+                if not first:
                     c[i0 + r, j0 + j] += tile[16 * r + j]
+                elif start.shape[0] > 0:
+                    c[i0 + r, j0 + j] = start[j0 + j] + tile[16 * r + j]
+                else:
+                    c[i0 + r, j0 + j] = tile[16 * r + j]
+    if last and epilogue != NONE:  # on the block just written, in L1
+        for r in range(min(6, M - i0)):
+            row, gated = c[i0 + r], gate[i0 + r]
+            for j in range(j0, min(j0 + 16, N)):
+                row[j] = _relu(row[j], z) if epilogue == RELU else _gated(row[j], gated[j], z)
 
 
 @jit(reassoc=False, inline=True)
-def _tile_6x8(c, i0, j0, pa, pb, kc, tile, first):
-    """Add to ``c[i0:i0 + 6, j0:j0 + 8]`` the product of a row group ``pa`` and a panel
-    ``pb`` (float64: two 256-bit vectors a row), or with ``first`` overwrite it with
-    that product. The 48 sums (12 vectors) stay in registers for the whole run of ``kc`` terms,
-    one fused multiply-add each, in ``k`` order; a block past the edge of ``c``
-    ends in ``tile`` (see the module docstring)."""
-    # pa (>= kc * 6,), pb (>= kc * 8,), tile (6 * 8,), c (M, N)
+def _tile_6x8(c, i0, j0, pa, pb, kc, tile, first, last, epilogue, start, gate):
+    """Add to ``c[i0:i0 + 6, j0:j0 + 8]`` the product of a row group ``pa`` and a panel ``pb``
+    (float64: two 256-bit vectors a row) over a run of ``kc`` terms, or with ``first`` write
+    it there, plus ``start[j0:]`` (the bias) in every row unless ``start`` is empty. The
+    48 sums (12 vectors) stay in registers for the whole run, one fused multiply-add each,
+    in ``k`` order. With ``last``, the :data:`RELU` epilogue then takes the ReLU of the
+    block (NaN stays NaN), and :data:`GATE` zeroes it where ``gate`` is not positive: on
+    the block just written, in L1. A block past the edge of ``c`` goes through ``tile``
+    (see the module docstring)."""
+    # pa (>= kc * 6,), pb (>= kc * 8,), tile (6 * 8,), start (>= j0 + 8,) or (0,), c (M, N), gate (M, N) or unused
+    M, N = c.shape
+    inside = i0 + 6 <= M and j0 + 8 <= N
     z = tile.dtype.type(0)
     s00, s01, s02, s03, s04, s05, s06, s07 = z, z, z, z, z, z, z, z
     s10, s11, s12, s13, s14, s15, s16, s17 = z, z, z, z, z, z, z, z
@@ -222,8 +291,7 @@ def _tile_6x8(c, i0, j0, pa, pb, kc, tile, first):
         s44, s45, s46, s47 = s44 + a4 * b4, s45 + a4 * b5, s46 + a4 * b6, s47 + a4 * b7
         s50, s51, s52, s53 = s50 + a5 * b0, s51 + a5 * b1, s52 + a5 * b2, s53 + a5 * b3
         s54, s55, s56, s57 = s54 + a5 * b4, s55 + a5 * b5, s56 + a5 * b6, s57 + a5 * b7
-    M, N = c.shape
-    if i0 + 6 <= M and j0 + 8 <= N and not first:
+    if inside and not first:
         c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3] = c[i0 + 0, j0 + 0] + s00, c[i0 + 0, j0 + 1] + s01, c[i0 + 0, j0 + 2] + s02, c[i0 + 0, j0 + 3] + s03
         c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = c[i0 + 0, j0 + 4] + s04, c[i0 + 0, j0 + 5] + s05, c[i0 + 0, j0 + 6] + s06, c[i0 + 0, j0 + 7] + s07
         c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = c[i0 + 1, j0 + 0] + s10, c[i0 + 1, j0 + 1] + s11, c[i0 + 1, j0 + 2] + s12, c[i0 + 1, j0 + 3] + s13
@@ -236,7 +304,21 @@ def _tile_6x8(c, i0, j0, pa, pb, kc, tile, first):
         c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = c[i0 + 4, j0 + 4] + s44, c[i0 + 4, j0 + 5] + s45, c[i0 + 4, j0 + 6] + s46, c[i0 + 4, j0 + 7] + s47
         c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3] = c[i0 + 5, j0 + 0] + s50, c[i0 + 5, j0 + 1] + s51, c[i0 + 5, j0 + 2] + s52, c[i0 + 5, j0 + 3] + s53
         c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = c[i0 + 5, j0 + 4] + s54, c[i0 + 5, j0 + 5] + s55, c[i0 + 5, j0 + 6] + s56, c[i0 + 5, j0 + 7] + s57
-    elif i0 + 6 <= M and j0 + 8 <= N:
+    elif inside and start.shape[0] > 0:  # the first run: the sums plus where they start (the bias)
+        t0, t1, t2, t3, t4, t5, t6, t7 = start[j0 + 0], start[j0 + 1], start[j0 + 2], start[j0 + 3], start[j0 + 4], start[j0 + 5], start[j0 + 6], start[j0 + 7]
+        c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3] = t0 + s00, t1 + s01, t2 + s02, t3 + s03
+        c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = t4 + s04, t5 + s05, t6 + s06, t7 + s07
+        c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3] = t0 + s10, t1 + s11, t2 + s12, t3 + s13
+        c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = t4 + s14, t5 + s15, t6 + s16, t7 + s17
+        c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3] = t0 + s20, t1 + s21, t2 + s22, t3 + s23
+        c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = t4 + s24, t5 + s25, t6 + s26, t7 + s27
+        c[i0 + 3, j0 + 0], c[i0 + 3, j0 + 1], c[i0 + 3, j0 + 2], c[i0 + 3, j0 + 3] = t0 + s30, t1 + s31, t2 + s32, t3 + s33
+        c[i0 + 3, j0 + 4], c[i0 + 3, j0 + 5], c[i0 + 3, j0 + 6], c[i0 + 3, j0 + 7] = t4 + s34, t5 + s35, t6 + s36, t7 + s37
+        c[i0 + 4, j0 + 0], c[i0 + 4, j0 + 1], c[i0 + 4, j0 + 2], c[i0 + 4, j0 + 3] = t0 + s40, t1 + s41, t2 + s42, t3 + s43
+        c[i0 + 4, j0 + 4], c[i0 + 4, j0 + 5], c[i0 + 4, j0 + 6], c[i0 + 4, j0 + 7] = t4 + s44, t5 + s45, t6 + s46, t7 + s47
+        c[i0 + 5, j0 + 0], c[i0 + 5, j0 + 1], c[i0 + 5, j0 + 2], c[i0 + 5, j0 + 3] = t0 + s50, t1 + s51, t2 + s52, t3 + s53
+        c[i0 + 5, j0 + 4], c[i0 + 5, j0 + 5], c[i0 + 5, j0 + 6], c[i0 + 5, j0 + 7] = t4 + s54, t5 + s55, t6 + s56, t7 + s57
+    elif inside:
         c[i0 + 0, j0 + 0], c[i0 + 0, j0 + 1], c[i0 + 0, j0 + 2], c[i0 + 0, j0 + 3], c[i0 + 0, j0 + 4], c[i0 + 0, j0 + 5], c[i0 + 0, j0 + 6], c[i0 + 0, j0 + 7] = s00, s01, s02, s03, s04, s05, s06, s07
         c[i0 + 1, j0 + 0], c[i0 + 1, j0 + 1], c[i0 + 1, j0 + 2], c[i0 + 1, j0 + 3], c[i0 + 1, j0 + 4], c[i0 + 1, j0 + 5], c[i0 + 1, j0 + 6], c[i0 + 1, j0 + 7] = s10, s11, s12, s13, s14, s15, s16, s17
         c[i0 + 2, j0 + 0], c[i0 + 2, j0 + 1], c[i0 + 2, j0 + 2], c[i0 + 2, j0 + 3], c[i0 + 2, j0 + 4], c[i0 + 2, j0 + 5], c[i0 + 2, j0 + 6], c[i0 + 2, j0 + 7] = s20, s21, s22, s23, s24, s25, s26, s27
@@ -252,42 +334,51 @@ def _tile_6x8(c, i0, j0, pa, pb, kc, tile, first):
         tile[40], tile[41], tile[42], tile[43], tile[44], tile[45], tile[46], tile[47] = s50, s51, s52, s53, s54, s55, s56, s57
         for r in range(min(6, M - i0)):
             for j in range(min(8, N - j0)):
-                if first:
-                    c[i0 + r, j0 + j] = tile[8 * r + j]
-                else:
+                if not first:
                     c[i0 + r, j0 + j] += tile[8 * r + j]
+                elif start.shape[0] > 0:
+                    c[i0 + r, j0 + j] = start[j0 + j] + tile[8 * r + j]
+                else:
+                    c[i0 + r, j0 + j] = tile[8 * r + j]
+    if last and epilogue != NONE:  # on the block just written, in L1
+        for r in range(min(6, M - i0)):
+            row, gated = c[i0 + r], gate[i0 + r]
+            for j in range(j0, min(j0 + 8, N)):
+                row[j] = _relu(row[j], z) if epilogue == RELU else _gated(row[j], gated[j], z)
 
 
 @jit(reassoc=False)
-def _tiles_6x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+def _tiles_6x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first, last, epilogue, start, gate):
     """:func:`_tile_6x16` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
     panels ``p0 .. p1`` in ``pbs``, along each row group: the row group stays in L1
     while the panels stream from L2, and ``c`` is written a row at a time."""
     for g in range(g0, g1):
         pa = pack[g * MR * K + k0 * MR:]
         for p in range(p0, p1):
-            _tile_6x16(c, g * MR, p * 16, pa, pbs[p * KC * 16:], kc, tiles[p * MR * 16:], first)
+            _tile_6x16(c, g * MR, p * 16, pa, pbs[p * KC * 16:], kc, tiles[p * MR * 16:], first, last, epilogue,
+                       start, gate)
 
 
 @jit(reassoc=False)
-def _tiles_6x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+def _tiles_6x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first, last, epilogue, start, gate):
     """:func:`_tile_6x8` on row groups ``g0 .. g1`` of the packed ``A`` in ``pack`` times
     panels ``p0 .. p1`` in ``pbs``, along each row group: the row group stays in L1
     while the panels stream from L2, and ``c`` is written a row at a time."""
     for g in range(g0, g1):
         pa = pack[g * MR * K + k0 * MR:]
         for p in range(p0, p1):
-            _tile_6x8(c, g * MR, p * 8, pa, pbs[p * KC * 8:], kc, tiles[p * MR * 8:], first)
+            _tile_6x8(c, g * MR, p * 8, pa, pbs[p * KC * 8:], kc, tiles[p * MR * 8:], first, last, epilogue,
+                       start, gate)
 
 
 @jit(inline=True)
-def _tiles(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first):
+def _tiles(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first, last, epilogue, start, gate):
     """The micro-kernel for ``c``'s dtype (6 x 16 for float32, 6 x 8 for float64) over
     row groups ``g0 .. g1`` and panels ``p0 .. p1``."""
     if c.itemsize == 4:
-        _tiles_6x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
+        _tiles_6x16(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first, last, epilogue, start, gate)
     else:
-        _tiles_6x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first)
+        _tiles_6x8(c, pack, K, k0, g0, g1, pbs, p0, p1, kc, tiles, first, last, epilogue, start, gate)
 
 
 @jit(inline=True)
@@ -334,10 +425,11 @@ def _copy_run(to, src, NR):
 
 
 @jit(inline=True)
-def _product(c, bias, a, b, pack, scale):
+def _product(c, bias, a, b, pack, scale, epilogue, gate):
     """Overwrite ``c (M, N)`` with ``scale * a (M, K) @ b (K, N) + bias``, where ``bias``
-    is a row ``(N,)`` added to every row once the product is summed, or empty for
-    none. ``a`` and ``b`` may be any 2-D views (a transpose included)."""
+    is a row ``(N,)`` each sum starts from, or empty for none; then the ``epilogue``
+    (:data:`NONE`, :data:`RELU`, or :data:`GATE` by ``gate (M, N)``) as the last run of
+    terms is written. ``a`` and ``b`` may be any 2-D views (a transpose included)."""
     M, K = a.shape
     N = b.shape[1]
     t = c.dtype.type
@@ -354,20 +446,21 @@ def _product(c, bias, a, b, pack, scale):
                 i = g * MR + r
                 pa[k * MR + r] = t(a[i, k]) * s_scale if i < M else t(0)
     pbs = pack[a_size:a_size + panels * KC * NR]
-    tiles = pack[a_size + panels * KC * NR:]
+    tiles = pack[a_size + panels * KC * NR:a_size + panels * (KC + MR) * NR]
+    at = a_size + panels * (KC + MR) * NR
+    start = pack[at:at + (panels * NR if bias.shape[0] > 0 else 0)]  # the bias, zero past it; or nothing
     S = min(PARTS, panels)
     blocks = max(1, (K + KC - 1) // KC)  # runs of terms of even length (784: 4 x 196, not 3 x 256 + 16)
     for s in prange(S):
         p0, p1 = s * panels // S, (s + 1) * panels // S
+        for j in range(p0 * NR, min(start.shape[0], p1 * NR)):
+            start[j] = bias[j] if j < N else t(0)
         for kb in range(blocks):
             k0, k1 = kb * K // blocks, (kb + 1) * K // blocks
             _pack_panels(pbs, b, k0, k1 - k0, p0, p1, NR)
             for g0 in range(0, groups, MC // MR):  # MC rows of A (whole groups) at a time: with the part's panels, in L2
-                _tiles(c, pack, K, k0, g0, min(groups, g0 + MC // MR), pbs, p0, p1, k1 - k0, tiles, kb == 0)
-        if bias.shape[0] > 0:
-            for i in range(M):
-                for j in range(p0 * NR, min(N, p1 * NR)):
-                    c[i, j] += bias[j]
+                _tiles(c, pack, K, k0, g0, min(groups, g0 + MC // MR), pbs, p0, p1, k1 - k0, tiles, kb == 0,
+                       kb == blocks - 1, epilogue, start, gate)
 
 
 @jit(parallel=True, reassoc=False)
@@ -376,7 +469,16 @@ def blocked_linear_forward(out, pack, inp, weight, bias, scale):
     ``pack`` is scratch (overwritten, at least ``pack_size(B, D, H)`` long).
     ``inp`` may hold integers (uint8 pixels with ``scale = 1/255``)."""
     # inp (B, D), weight (D, H), bias (H,), out (B, H), pack (>= pack_size(B, D, H),)
-    _product(out, bias, inp, weight, pack, scale)
+    _product(out, bias, inp, weight, pack, scale, NONE, out)
+
+
+@jit(parallel=True, reassoc=False)
+def blocked_linear_relu_forward(act, pack, inp, weight, bias, scale):
+    """Overwrite ``act`` with ``relu(scale * inp @ weight + bias)``: :func:`blocked_linear_forward`
+    and :func:`~fastnet.kernels.relu_forward` in one pass, the ReLU taken on each sum as it
+    leaves the registers (the same bits as the two kernels in turn). ``pack`` as there."""
+    # inp (B, D), weight (D, H), bias (H,), act (B, H), pack (>= pack_size(B, D, H),)
+    _product(act, bias, inp, weight, pack, scale, RELU, act)
 
 
 @jit(parallel=True, reassoc=False)
@@ -384,7 +486,17 @@ def blocked_linear_backward_input(dinp, pack, dout, weight):
     """Overwrite ``dinp`` with ``dout @ weight.T``, register-blocked; ``pack`` is
     scratch (at least ``pack_size(B, H, D)`` long)."""
     # dout (B, H), weight (D, H), dinp (B, D), pack (>= pack_size(B, H, D),)
-    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0)
+    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0, NONE, dinp)
+
+
+@jit(parallel=True, reassoc=False)
+def blocked_linear_backward_input_relu(dpre, pack, dout, weight, inp):
+    """Overwrite ``dpre`` with ``dout @ weight.T`` where ``inp > 0`` and 0 elsewhere: the
+    gradient with respect to the pre-activation of the ReLU whose output ``inp`` is this
+    layer's input. :func:`blocked_linear_backward_input` and
+    :func:`~fastnet.kernels.relu_backward` in one pass (the same bits); ``pack`` as there."""
+    # dout (B, H), weight (D, H), inp (B, D), dpre (B, D), pack (>= pack_size(B, H, D),)
+    _product(dpre, dpre[0, :0], dout, weight.T, pack, 1.0, GATE, inp)
 
 
 @jit(parallel=True, reassoc=False)
@@ -393,7 +505,7 @@ def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
     summed over the batch, register-blocked; ``pack`` is scratch (at least
     ``pack_size(D, B, H)`` long). No ``1/B`` factor: the loss gradient carries it."""
     # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), pack (>= pack_size(D, B, H),)
-    _product(dweight, dbias[:0], inp.T, dout, pack, scale)
+    _product(dweight, dbias[:0], inp.T, dout, pack, scale, NONE, dweight)
     B, H = dout.shape
     for h in range(H):
         dbias[h] = 0
