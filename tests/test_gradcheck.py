@@ -149,7 +149,11 @@ def test_engine_gradients_with_dropout_match_central_differences(rng, name):
             return acts.losses.mean()
 
         loss()
-        pre = acts.pre
+        # each hidden layer's sums before its ReLU (the blocked kernels do not store them),
+        # laid out as acts.act: layer 2's from layer 1's output after the dropout
+        z1 = x @ model.weights[0] + model.biases[0]
+        z2 = engine.hidden(acts.act, params.sizes, 0, B, B) @ model.weights[1] + model.biases[1]
+        pre = np.concatenate([z1.ravel(), z2.ravel()])
         dropped = acts.act == 0
         kept_on = (pre > 0) & ~dropped
         if np.abs(pre).min() >= KINK and kept_on.any() and ((pre > 0) & dropped).any():

@@ -50,7 +50,11 @@ with the micro-kernel inlined in it, is a function called once per run of
 terms (:func:`_tiles_6x16`): it compiles once per dtype and layout of ``C``,
 shared by every kernel and caller. Inlined into each kernel, each of the
 kernels' dozen signatures compiled it again and the test suite's compiles
-took minutes more; called once per tile, it cost 15% of the speed.
+took minutes more; called once per tile, it cost 15% of the speed. For the
+same reason the parallel driver, :func:`_product`, is one function that
+the kernels call, not inline in each: a kernel and its fused twin pass it
+the same types and differ in the epilogue's number alone, so they share
+one compiled driver.
 
 The column panels are cut into :data:`PARTS` parts that run in parallel,
 each packing its own panels. Every element of ``C`` is summed by one part,
@@ -65,6 +69,7 @@ The scratch ``pack (P,)`` of the parameters' dtype holds the packed ``A``,
 a run of ``KC`` rows of every panel of ``B``, and a tile per panel;
 :func:`pack_size` says how long it must be.
 """
+import numpy as np
 from numba import prange
 
 from .._jit import jit
@@ -84,6 +89,8 @@ PARTS = 4
 #: What a product does to its sums as the last run of terms leaves the registers: nothing,
 #: the ReLU, or the ReLU's gradient gate (keep a sum where the unit was on).
 NONE, RELU, GATE = 0, 1, 2
+# (The kernels pass it as ``np.int64(...)``: a bare constant would be typed as a literal, and each
+# value would compile a driver of its own.)
 
 
 def pack_size(M, K, N):
@@ -424,7 +431,7 @@ def _copy_run(to, src, NR):
         to[0], to[1], to[2], to[3], to[4], to[5], to[6], to[7] = src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7]
 
 
-@jit(inline=True)
+@jit(parallel=True, reassoc=False)
 def _product(c, bias, a, b, pack, scale, epilogue, gate):
     """Overwrite ``c (M, N)`` with ``scale * a (M, K) @ b (K, N) + bias``, where ``bias``
     is a row ``(N,)`` each sum starts from, or empty for none; then the ``epilogue``
@@ -463,49 +470,49 @@ def _product(c, bias, a, b, pack, scale, epilogue, gate):
                        kb == blocks - 1, epilogue, start, gate)
 
 
-@jit(parallel=True, reassoc=False)
+@jit(reassoc=False)
 def blocked_linear_forward(out, pack, inp, weight, bias, scale):
     """Overwrite ``out`` with ``scale * inp @ weight + bias``, register-blocked;
     ``pack`` is scratch (overwritten, at least ``pack_size(B, D, H)`` long).
     ``inp`` may hold integers (uint8 pixels with ``scale = 1/255``)."""
     # inp (B, D), weight (D, H), bias (H,), out (B, H), pack (>= pack_size(B, D, H),)
-    _product(out, bias, inp, weight, pack, scale, NONE, out)
+    _product(out, bias, inp, weight, pack, scale, np.int64(NONE), out)
 
 
-@jit(parallel=True, reassoc=False)
+@jit(reassoc=False)
 def blocked_linear_relu_forward(act, pack, inp, weight, bias, scale):
     """Overwrite ``act`` with ``relu(scale * inp @ weight + bias)``: :func:`blocked_linear_forward`
     and :func:`~fastnet.kernels.relu_forward` in one pass, the ReLU taken on each sum as it
     leaves the registers (the same bits as the two kernels in turn). ``pack`` as there."""
     # inp (B, D), weight (D, H), bias (H,), act (B, H), pack (>= pack_size(B, D, H),)
-    _product(act, bias, inp, weight, pack, scale, RELU, act)
+    _product(act, bias, inp, weight, pack, scale, np.int64(RELU), act)
 
 
-@jit(parallel=True, reassoc=False)
+@jit(reassoc=False)
 def blocked_linear_backward_input(dinp, pack, dout, weight):
     """Overwrite ``dinp`` with ``dout @ weight.T``, register-blocked; ``pack`` is
     scratch (at least ``pack_size(B, H, D)`` long)."""
     # dout (B, H), weight (D, H), dinp (B, D), pack (>= pack_size(B, H, D),)
-    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0, NONE, dinp)
+    _product(dinp, dinp[0, :0], dout, weight.T, pack, 1.0, np.int64(NONE), dinp)
 
 
-@jit(parallel=True, reassoc=False)
+@jit(reassoc=False)
 def blocked_linear_backward_input_relu(dpre, pack, dout, weight, inp):
     """Overwrite ``dpre`` with ``dout @ weight.T`` where ``inp > 0`` and 0 elsewhere: the
     gradient with respect to the pre-activation of the ReLU whose output ``inp`` is this
     layer's input. :func:`blocked_linear_backward_input` and
     :func:`~fastnet.kernels.relu_backward` in one pass (the same bits); ``pack`` as there."""
     # dout (B, H), weight (D, H), inp (B, D), dpre (B, D), pack (>= pack_size(B, H, D),)
-    _product(dpre, dpre[0, :0], dout, weight.T, pack, 1.0, GATE, inp)
+    _product(dpre, dpre[0, :0], dout, weight.T, pack, 1.0, np.int64(GATE), inp)
 
 
-@jit(parallel=True, reassoc=False)
+@jit(reassoc=False)
 def blocked_linear_backward_params(dweight, dbias, pack, dout, inp, scale):
     """Overwrite ``dweight`` with ``scale * inp.T @ dout`` and ``dbias`` with ``dout``
     summed over the batch, register-blocked; ``pack`` is scratch (at least
     ``pack_size(D, B, H)`` long). No ``1/B`` factor: the loss gradient carries it."""
     # dout (B, H), inp (B, D), dweight (D, H), dbias (H,), pack (>= pack_size(D, B, H),)
-    _product(dweight, dbias[:0], inp.T, dout, pack, scale, NONE, dweight)
+    _product(dweight, dbias[:0], inp.T, dout, pack, scale, np.int64(NONE), dweight)
     B, H = dout.shape
     for h in range(H):
         dbias[h] = 0
