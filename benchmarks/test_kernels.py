@@ -134,6 +134,11 @@ def _blocked_linear_backward_input(d, s):
     return (_zeros(B, D), _pack(B, H, D), dout, w), linear_flops(B, D, H)
 
 
+def _blocked_linear_backward_input_relu(d, s):
+    inp, w, _, dout, D, H = _layer(d, s)  # the layer's input: the ReLU output whose gate it takes
+    return (_zeros(B, D), _pack(B, H, D), dout, w, inp), linear_flops(B, D, H)
+
+
 def _blocked_linear_backward_params(d, s):
     inp, _, _, dout, D, H = _layer(d, s)
     return (_zeros(D, H), _zeros(H), _pack(D, B, H), dout, inp, 1.0), linear_flops(B, D, H)
@@ -168,7 +173,9 @@ KERNELS = {
     "sparse_linear_forward": ((PIXELS, *LAYERS), _sparse_linear_forward),
     "sparse_linear_backward_params": ((PIXELS, *LAYERS), _sparse_linear_backward_params),
     "blocked_linear_forward": ((*LAYERS, WIDE), _blocked_linear_forward),
+    "blocked_linear_relu_forward": ((*LAYERS, WIDE), _blocked_linear_forward),
     "blocked_linear_backward_input": ((*LAYERS, WIDE), _blocked_linear_backward_input),
+    "blocked_linear_backward_input_relu": ((*LAYERS, WIDE), _blocked_linear_backward_input_relu),
     "blocked_linear_backward_params": ((*LAYERS, WIDE), _blocked_linear_backward_params),
     "relu_forward": (("b128",), lambda d, s: ((_zeros(B, 128), d["z"]), None)),
     "relu_backward": (("b128",), lambda d, s: ((_zeros(B, 128), d["dout"]["784x128"], d["h"]), None)),
