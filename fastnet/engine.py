@@ -85,8 +85,9 @@ class Activations(NamedTuple):
     the sparse first layer writes its sums to ``pre`` (``B * H_0``) and the
     ReLU reads them from there (no kernel writes over its own input: such a
     loop does not vectorise). ``dpre`` and ``dact``, ``B * max(H)`` each,
-    take the gradients with respect to a hidden layer's input and output of
-    its ReLU on the way back, reused layer by layer (:func:`backward`).
+    are the two gradient buffers of the way back, reused layer by layer:
+    :func:`backward` alternates them, one holding a layer's gradient while
+    the other takes the next layer down's.
     ``probs (B, K)`` and ``losses (B,)`` are the output layer's softmax and
     cross-entropy.
     """

@@ -28,11 +28,10 @@ run in three steps:
   L1) takes the ReLU (:func:`blocked_linear_relu_forward`) or the ReLU's
   gradient gate (:func:`blocked_linear_backward_input_relu`). The training
   loop then never stores a hidden layer's sums before its ReLU, nor reads
-  an activation back in a pass of its own: 0.96-0.97x the epoch time at
-  784-1024-1024-10, batch 512, and 784-256-256-256-10, batch 128, the same
-  bits (docs/performance.md). The ReLU stays outside the sums' registers:
-  choosing between the sums' values in the micro-kernel itself made Numba
-  compile it for ten minutes.
+  an activation back in a pass of its own, and the bits are those of the
+  two passes (docs/performance.md has the figures). The ReLU stays outside
+  the sums' registers: choosing between the sums' values in the
+  micro-kernel itself made Numba's compile take minutes.
 
 ``K`` is cut into runs of even length of at most ``KC`` (784 terms: four
 runs of 196, not three of 256 and one of 16).
