@@ -13,7 +13,8 @@ run in three steps:
   16 float32 or 8 float64) by up to :data:`KC` rows, contiguous. ``B``'s
   rows are copied a panel's width at a time, written out so that each copy
   is two vector loads and stores; a transposed ``B`` (``weight.T``) is read
-  down four of its columns at a time, which are rows in memory.
+  down eight of its columns at a time, which are rows in memory (half a
+  float32 panel's row, a whole float64 one, per pass).
 - **The micro-kernel** (:func:`_tile_6x16`, :func:`_tile_6x8`) keeps a
   6 x NR tile of sums (12 vectors) in registers for a whole run of terms:
   per ``k``, two vector loads of ``B`` and six broadcasts of ``A`` feed
@@ -402,16 +403,17 @@ def _pack_panels(pbs, b, k0, kc, p0, p1, NR):
                 row = b[k0 + k]
                 at = p * KC * NR + k * NR
                 _copy_run(pbs[at:at + NR], row[p * NR:(p + 1) * NR], NR)
-    else:  # a transpose (weight.T): down four columns of b at once, each a row in memory
+    else:  # a transpose (weight.T): down eight columns of b at once, each a row in memory
         for p in range(p0, full):
-            for j in range(0, NR, 4):
-                c0 = b[k0:k0 + kc, p * NR + j]
-                c1 = b[k0:k0 + kc, p * NR + j + 1]
-                c2 = b[k0:k0 + kc, p * NR + j + 2]
-                c3 = b[k0:k0 + kc, p * NR + j + 3]
+            for j in range(0, NR, 8):
+                c0, c1 = b[k0:k0 + kc, p * NR + j], b[k0:k0 + kc, p * NR + j + 1]
+                c2, c3 = b[k0:k0 + kc, p * NR + j + 2], b[k0:k0 + kc, p * NR + j + 3]
+                c4, c5 = b[k0:k0 + kc, p * NR + j + 4], b[k0:k0 + kc, p * NR + j + 5]
+                c6, c7 = b[k0:k0 + kc, p * NR + j + 6], b[k0:k0 + kc, p * NR + j + 7]
                 to = pbs[p * KC * NR + j:]
                 for k in range(kc):
                     to[k * NR], to[k * NR + 1], to[k * NR + 2], to[k * NR + 3] = c0[k], c1[k], c2[k], c3[k]
+                    to[k * NR + 4], to[k * NR + 5], to[k * NR + 6], to[k * NR + 7] = c4[k], c5[k], c6[k], c7[k]
     for p in range(max(p0, full), p1):  # the last panel, past b's last column
         for k in range(kc):
             at = p * KC * NR + k * NR
