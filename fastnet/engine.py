@@ -81,7 +81,7 @@ class Activations(NamedTuple):
     scales them as it reads them), ``y (B,)`` its labels. For hidden layer
     ``i`` of width ``H_i``, ``act`` holds its output after the ReLU, in a flat
     buffer of ``B * sum(H)`` that :func:`hidden` cuts per layer. The
-    register-blocked kernels take the ReLU as their sums leave the registers;
+    register-blocked kernels take the ReLU on each block of sums as they write it;
     the sparse first layer writes its sums to ``pre`` (``B * H_0``) and the
     ReLU reads them from there (no kernel writes over its own input: such a
     loop does not vectorise). ``dpre`` and ``dact``, ``B * max(H)`` each,

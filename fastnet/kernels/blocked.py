@@ -86,7 +86,7 @@ MC = 128
 NR_MAX = 16
 #: Parts a product's panels are cut into, run in parallel: each reads rows of ``B`` a quarter as long as ``C``'s.
 PARTS = 4
-#: What a product does to its sums as the last run of terms leaves the registers: nothing,
+#: What a product does to each block of sums as the last run of terms writes it: nothing,
 #: the ReLU, or the ReLU's gradient gate (keep a sum where the unit was on).
 NONE, RELU, GATE = 0, 1, 2
 # (The kernels pass it as ``np.int64(...)``: a bare constant would be typed as a literal, and each
@@ -483,8 +483,9 @@ def blocked_linear_forward(out, pack, inp, weight, bias, scale):
 @jit(reassoc=False)
 def blocked_linear_relu_forward(act, pack, inp, weight, bias, scale):
     """Overwrite ``act`` with ``relu(scale * inp @ weight + bias)``: :func:`blocked_linear_forward`
-    and :func:`~fastnet.kernels.relu_forward` in one pass, the ReLU taken on each sum as it
-    leaves the registers (the same bits as the two kernels in turn). ``pack`` as there."""
+    and :func:`~fastnet.kernels.relu_forward` in one pass, the ReLU taken on each block of
+    sums as the last run writes it, while it is in L1 (the same bits as the two kernels in
+    turn). ``pack`` as there."""
     # inp (B, D), weight (D, H), bias (H,), act (B, H), pack (>= pack_size(B, D, H),)
     _product(act, bias, inp, weight, pack, scale, np.int64(RELU), act)
 
